@@ -1,0 +1,3 @@
+from dicom_gw.cli import main
+
+main()

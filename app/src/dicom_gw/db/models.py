@@ -1,0 +1,330 @@
+"""SQLAlchemy 2 models: the DICOM index, the queues, and the shells later services fill.
+
+The information model follows PS3.3's patient / study / series / instance hierarchy. An instance
+row is one stored *file*: a SOP Instance UID sent twice is two rows (two files), the newest marked
+``is_latest``, because the gateway never overwrites what it acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UID = String(64)  # PS3.5 UI VR: at most 64 characters
+AE = String(16)  # PS3.5 AE VR: at most 16 characters
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class IngestState(enum.StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    QUARANTINED = "quarantined"
+
+
+class DeliveryState(enum.StrEnum):
+    HELD = "held"  # study mode: waiting for the study to go quiet
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    RETRY = "retry"
+    SENT = "sent"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+class Patient(Base):
+    """PHI is stored encrypted (pgcrypto); ``patient_key`` is a keyed hash for exact lookups."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    patient_key: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    patient_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    patient_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birth_date_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    study_time: Mapped[str | None] = mapped_column(String(32))
+    accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_description: Mapped[str | None] = mapped_column(String(128))
+    modalities: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default=text("'{}'"), nullable=False
+    )
+    calling_ae: Mapped[str | None] = mapped_column(AE, index=True)
+    instance_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    first_received_at: Mapped[dt.datetime] = _now()
+    last_received_at: Mapped[dt.datetime] = _now()
+
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+    __table_args__ = (Index("ix_studies_last_received_at", "last_received_at"),)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(String(128))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_received_at: Mapped[dt.datetime] = _now()
+
+    study: Mapped[Study] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_path: Mapped[str] = mapped_column(Text, unique=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    indexed_at: Mapped[dt.datetime] = _now()
+    calling_ae: Mapped[str] = mapped_column(AE)
+    called_ae: Mapped[str] = mapped_column(AE)
+    peer_address: Mapped[str | None] = mapped_column(INET)
+    is_latest: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    ingest_job_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_jobs.id"), unique=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # One "current" version per SOP Instance UID; older files stay until retention.
+        Index(
+            "uq_instances_latest_sop_instance_uid",
+            "sop_instance_uid",
+            unique=True,
+            postgresql_where=text("is_latest"),
+        ),
+    )
+
+
+class IngestJob(Base):
+    """What the SCP commits before it answers success: a durable file awaiting indexing."""
+
+    __tablename__ = "ingest_jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    storage_path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(UID)
+    calling_ae: Mapped[str | None] = mapped_column(AE)
+    called_ae: Mapped[str | None] = mapped_column(AE)
+    peer_address: Mapped[str | None] = mapped_column(INET)
+    received_at: Mapped[dt.datetime] = _now()
+    source: Mapped[str] = mapped_column(String(16), server_default=text("'scp'"))
+    state: Mapped[IngestState] = mapped_column(
+        Enum(IngestState, name="ingest_state", values_callable=lambda e: [m.value for m in e]),
+        server_default=IngestState.PENDING.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # The claim query scans only unfinished work.
+        Index(
+            "ix_ingest_jobs_open",
+            "id",
+            postgresql_where=text("state IN ('pending', 'claimed')"),
+        ),
+    )
+
+
+class IngestEvent(Base):
+    __tablename__ = "ingest_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    instance_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Destination(Base):
+    __tablename__ = "destinations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    ae_title: Mapped[str] = mapped_column(AE)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    calling_ae_title: Mapped[str] = mapped_column(AE)
+    tls_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    tls_ca_file: Mapped[str | None] = mapped_column(Text)
+    tls_cert_file: Mapped[str | None] = mapped_column(Text)
+    tls_key_file: Mapped[str | None] = mapped_column(Text)
+    max_associations: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    batch_size: Mapped[int] = mapped_column(Integer, server_default=text("50"))
+    max_retries: Mapped[int] = mapped_column(Integer, server_default=text("10"))
+    backoff_base_seconds: Mapped[float] = mapped_column(Float, server_default=text("5"))
+    backoff_cap_seconds: Mapped[float] = mapped_column(Float, server_default=text("900"))
+    mode: Mapped[str] = mapped_column(String(16), server_default=text("'instance'"))
+    study_quiet_seconds: Mapped[float] = mapped_column(Float, server_default=text("60"))
+    warning_is_success: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class RoutingRule(Base):
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    position: Mapped[int] = mapped_column(Integer, index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    stop_processing: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    is_default: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    match: Mapped[str] = mapped_column(String(8), server_default=text("'all'"))
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class RuleDestination(Base):
+    __tablename__ = "rule_destinations"
+
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("routing_rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    destination_id: Mapped[int] = mapped_column(
+        ForeignKey("destinations.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Delivery(Base):
+    """One row per (instance, destination): the product's core record and the queue at once."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"))
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, name="delivery_state", values_callable=lambda e: [m.value for m in e]),
+        server_default=DeliveryState.PENDING.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[dt.datetime] = _now()
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_deliveries_destination_state_next", "destination_id", "state", "next_attempt_at"),
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default=text("'{}'"))
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    failed_logins: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[dt.datetime] = _now()
+    actor: Mapped[str | None] = mapped_column(String(64))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default=text("'{}'"))
+    source_ip: Mapped[str | None] = mapped_column(INET)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Delivery",
+    "DeliveryState",
+    "Destination",
+    "IngestEvent",
+    "IngestJob",
+    "IngestState",
+    "Instance",
+    "Patient",
+    "RoutingRule",
+    "RuleDestination",
+    "Series",
+    "Study",
+    "User",
+]

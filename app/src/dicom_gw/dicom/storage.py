@@ -1,0 +1,160 @@
+"""The byte-preserving file store.
+
+Layout under the storage root::
+
+    tmp/<host>/  files being received; never acknowledged, swept when that host's SCP starts
+    incoming/    durable received files, YYYYMMDD/HH/<uuid>.dcm (a resent SOP Instance UID gets a
+                 new name, so nothing acknowledged is ever overwritten)
+    quarantine/  files the ingest worker could not parse, kept with the reason recorded
+
+A file is made durable the POSIX way: fsync the file, rename it into place, fsync the directory
+(and the parent of any directory created on the way). Only then may the SCP record it and answer.
+Paths in the database are relative to the root, so the root can move.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str
+    sha256: str
+    size: int
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), f.tell()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        # Per host, so hosts sharing the storage (NFS) never sweep each other's receipts.
+        self.tmp_dir = root / "tmp" / socket.gethostname()
+        self.incoming_dir = root / "incoming"
+        self.quarantine_dir = root / "quarantine"
+        self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        for directory in (self.root, self.tmp_dir, self.incoming_dir, self.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def absolute(self, relative_path: str) -> Path:
+        path = (self.root / relative_path).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError("path escapes the storage root")
+        return path
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._known_dirs:
+            return
+        with self._lock:
+            missing: list[Path] = []
+            probe = directory
+            while not probe.exists():
+                missing.append(probe)
+                probe = probe.parent
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                # A new directory entry is durable only once its parent is synced.
+                for created in reversed(missing):
+                    _fsync_dir(created.parent)
+            self._known_dirs.add(directory)
+
+    def _incoming_target(self) -> Path:
+        now = dt.datetime.now(dt.UTC)
+        return self.incoming_dir / now.strftime("%Y%m%d") / now.strftime("%H") / f"{uuid.uuid4().hex}.dcm"
+
+    def commit(self, received: Path) -> StoredFile:
+        """Make a fully written file in ``tmp/`` durable in ``incoming/`` and describe it.
+
+        The hash is taken from what is on disk, so it covers exactly the bytes that were kept.
+        """
+        with received.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+            size = f.tell()
+            if self.fsync:
+                os.fsync(f.fileno())
+        target = self._incoming_target()
+        self._ensure_dir(target.parent)
+        os.rename(received, target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+        return StoredFile(self.relative(target), digest.hexdigest(), size)
+
+    def discard(self, relative_path: str) -> None:
+        """Remove a file whose receipt failed after it was made durable (never acknowledged)."""
+        try:
+            self.absolute(relative_path).unlink()
+        except FileNotFoundError:
+            pass
+
+    def quarantine(self, relative_path: str) -> str:
+        source = self.absolute(relative_path)
+        target = self.quarantine_dir / source.relative_to(self.incoming_dir)
+        self._ensure_dir(target.parent)
+        shutil.move(source, target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+        return self.relative(target)
+
+    def sweep_tmp(self, older_than_seconds: float = 0) -> int:
+        """Delete partial receipts (aborted associations, crashes); none was ever acknowledged."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            try:
+                if entry.is_file() and entry.stat().st_mtime <= cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def incoming_files(self, older_than_seconds: float = 0) -> Iterator[tuple[str, float]]:
+        """Every durable received file, with its mtime, for start-up recovery."""
+        cutoff = time.time() - older_than_seconds
+        for dirpath, _dirnames, filenames in os.walk(self.incoming_dir):
+            for name in filenames:
+                if not name.endswith(".dcm"):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if mtime <= cutoff:
+                    yield self.relative(path), mtime
+
+    def usage_percent(self) -> float:
+        usage = shutil.disk_usage(self.root)
+        return 100.0 * usage.used / usage.total if usage.total else 100.0

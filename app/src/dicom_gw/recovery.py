@@ -1,0 +1,68 @@
+"""Start-up recovery: durable files in ``incoming/`` that no ingest job knows about.
+
+The SCP renames a file into ``incoming/`` before it commits the job, so a crash between the two
+leaves a durable, unrecorded file. The sender was not answered success, so it will resend, but the
+file may be the only copy (a sender may also give up). Recovery enqueues it: at worst the instance
+is indexed twice as two versions, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from typing import Any
+
+import psycopg
+from pydicom.filereader import read_file_meta_info
+
+from dicom_gw.dicom.storage import Storage
+from dicom_gw.queue import ReceivedFile, enqueue_received, unrecorded_paths
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+
+
+def _describe(storage: Storage, relative_path: str) -> ReceivedFile:
+    from dicom_gw.dicom.storage import sha256_of
+
+    path = storage.absolute(relative_path)
+    sha256, size = sha256_of(path)
+    sop_instance = sop_class = transfer_syntax = None
+    try:
+        meta = read_file_meta_info(path)
+        sop_instance = str(meta.get("MediaStorageSOPInstanceUID", "")) or None
+        sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or None
+        transfer_syntax = str(meta.get("TransferSyntaxUID", "")) or None
+    except Exception as exc:  # unreadable meta: the ingest worker quarantines it with the reason
+        log.warning("recovered file has unreadable file meta: %s", type(exc).__name__)
+    return ReceivedFile(
+        storage_path=relative_path,
+        sha256=sha256,
+        size_bytes=size,
+        sop_instance_uid=sop_instance,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=transfer_syntax,
+        calling_ae=None,
+        called_ae=None,
+        peer_address=None,
+        source="recovery",
+    )
+
+
+def recover_incoming(
+    conn: psycopg.Connection[Any], storage: Storage, older_than_seconds: float = 0
+) -> int:
+    """Enqueue every unrecorded file in ``incoming/`` older than the grace period. Returns count.
+
+    The grace period matters when receivers are already running: a file renamed a moment ago is
+    about to be recorded by its receiver and must be left to it.
+    """
+    recovered = 0
+    files = (path for path, _mtime in storage.incoming_files(older_than_seconds))
+    while batch := list(islice(files, BATCH)):
+        for relative_path in unrecorded_paths(conn, batch):
+            enqueue_received(conn, _describe(storage, relative_path))
+            recovered += 1
+    if recovered:
+        log.warning("recovered %d durable file(s) that had no ingest record", recovered)
+    return recovered

@@ -1,0 +1,1 @@
+"""Security primitives: PHI encryption keys (passwords, tokens and RBAC join with the API)."""

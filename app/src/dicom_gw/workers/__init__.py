@@ -1,0 +1,1 @@
+"""Background workers: ingest (now), forward, dbpool and cleanup (routing issue)."""

@@ -1,0 +1,356 @@
+"""The ingest worker: turn durable received files into indexed patients, studies, series, instances.
+
+It claims jobs in batches (``FOR UPDATE SKIP LOCKED``, so several workers never take the same
+job), sleeps on ``LISTEN ingest_jobs`` between batches with a poll as a fallback for lost
+notifications, and indexes each job in its own transaction together with marking it done, so an
+instance is indexed exactly once even when a lease lapses and another worker takes the job over.
+
+Parsing reads the header only (``stop_before_pixels``): routing and the index need attributes,
+never pixel data, and a 1 GB multi-frame object must not be read to index it. A file pydicom
+cannot parse is moved to ``quarantine/`` with the reason recorded: kept, not dropped, not retried.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from dicom_gw import metrics
+from dicom_gw.config import Settings
+from dicom_gw.db.engine import connect
+from dicom_gw.dicom.storage import Storage
+from dicom_gw.queue import (
+    INGEST_CHANNEL,
+    IngestJobRow,
+    claim_ingest_jobs,
+    exhausted_ingest_jobs,
+    finish_ingest_job,
+    quarantine_ingest_job,
+    release_ingest_job,
+)
+from dicom_gw.recovery import recover_incoming
+from dicom_gw.security.phi import PhiKey, load_phi_key
+
+log = logging.getLogger(__name__)
+
+
+class Unparsable(Exception):
+    """The file is not DICOM the index can use; quarantine it, retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """The attributes the index keeps (PS3.3 patient, study, series and instance modules)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str | None
+    birth_date: str | None
+    sex: str | None
+    study_date: dt.date | None
+    study_time: str | None
+    accession_number: str | None
+    study_description: str | None
+    modality: str | None
+    series_number: int | None
+    series_description: str | None
+    body_part: str | None
+    instance_number: int | None
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip()[:limit] or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def read_header(path: os.PathLike[str]) -> Header:
+    try:
+        ds = dcmread(path, stop_before_pixels=True)
+        header = Header(
+            sop_instance_uid=_text(ds, "SOPInstanceUID") or "",
+            sop_class_uid=_text(ds, "SOPClassUID") or "",
+            study_instance_uid=_text(ds, "StudyInstanceUID") or "",
+            series_instance_uid=_text(ds, "SeriesInstanceUID") or "",
+            patient_id=_text(ds, "PatientID") or "",
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID") or "",
+            patient_name=_text(ds, "PatientName", 324),
+            birth_date=_text(ds, "PatientBirthDate", 16),
+            sex=_text(ds, "PatientSex", 16),
+            study_date=_date(_text(ds, "StudyDate", 16)),
+            study_time=_text(ds, "StudyTime", 32),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_description=_text(ds, "StudyDescription", 128),
+            modality=_text(ds, "Modality", 16),
+            series_number=_int(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription", 128),
+            body_part=_text(ds, "BodyPartExamined"),
+            instance_number=_int(ds, "InstanceNumber"),
+        )
+    except Exception as exc:  # pydicom raises many types on corrupt input; all mean "unusable"
+        raise Unparsable(f"not parsable as DICOM: {type(exc).__name__}: {exc}"[:500]) from exc
+    missing = [
+        name
+        for name in ("sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid")
+        if not getattr(header, name)
+    ]
+    if missing:
+        raise Unparsable(f"missing required attribute(s): {', '.join(missing)}")
+    return header
+
+
+_SUPERSEDE = """
+UPDATE instances SET is_latest = false WHERE sop_instance_uid = %s AND is_latest RETURNING id
+"""
+
+_PATIENT = """
+INSERT INTO patients (patient_key, patient_id_enc, patient_name_enc, birth_date_enc, sex)
+VALUES (%(key)s, pgp_sym_encrypt(%(pid)s, %(pass)s), pgp_sym_encrypt(%(name)s, %(pass)s),
+        pgp_sym_encrypt(%(birth)s, %(pass)s), %(sex)s)
+ON CONFLICT (patient_key) DO UPDATE
+   SET patient_name_enc = EXCLUDED.patient_name_enc, birth_date_enc = EXCLUDED.birth_date_enc,
+       sex = EXCLUDED.sex, updated_at = now()
+RETURNING id
+"""
+
+_STUDY = """
+INSERT INTO studies (study_instance_uid, patient_id, study_date, study_time, accession_number,
+                     study_description, modalities, calling_ae, instance_count,
+                     first_received_at, last_received_at)
+VALUES (%(uid)s, %(patient)s, %(date)s, %(time)s, %(accession)s, %(description)s,
+        %(modalities)s, %(calling_ae)s, %(new)s, %(received)s, %(received)s)
+ON CONFLICT (study_instance_uid) DO UPDATE
+   SET instance_count = studies.instance_count + %(new)s,
+       last_received_at = greatest(studies.last_received_at, EXCLUDED.last_received_at),
+       modalities = ARRAY(SELECT DISTINCT unnest(studies.modalities || EXCLUDED.modalities)
+                          ORDER BY 1),
+       patient_id = EXCLUDED.patient_id,
+       study_date = COALESCE(EXCLUDED.study_date, studies.study_date),
+       accession_number = COALESCE(EXCLUDED.accession_number, studies.accession_number),
+       study_description = COALESCE(EXCLUDED.study_description, studies.study_description)
+RETURNING id
+"""
+
+_SERIES = """
+INSERT INTO series (series_instance_uid, study_id, modality, series_number, series_description,
+                    body_part, instance_count, last_received_at)
+VALUES (%(uid)s, %(study)s, %(modality)s, %(number)s, %(description)s, %(body_part)s, %(new)s,
+        %(received)s)
+ON CONFLICT (series_instance_uid) DO UPDATE
+   SET instance_count = series.instance_count + %(new)s,
+       last_received_at = greatest(series.last_received_at, EXCLUDED.last_received_at)
+RETURNING id
+"""
+
+_INSTANCE = """
+INSERT INTO instances (sop_instance_uid, sop_class_uid, series_id, instance_number,
+                       transfer_syntax_uid, size_bytes, sha256, storage_path, received_at,
+                       calling_ae, called_ae, peer_address, ingest_job_id)
+VALUES (%(uid)s, %(sop_class)s, %(series)s, %(number)s, %(ts)s, %(size)s, %(sha256)s, %(path)s,
+        %(received)s, %(calling_ae)s, %(called_ae)s, %(peer)s, %(job)s)
+RETURNING id
+"""
+
+_EVENT = "INSERT INTO ingest_events (job_id, instance_id, kind, detail) VALUES (%s, %s, %s, %s)"
+
+
+class _LeaseLost(Exception):
+    """Another worker took this job over after our lease lapsed; its result wins."""
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"ingest@{socket.gethostname()}:{os.getpid()}"
+        self.storage = Storage(settings.storage.root, fsync=settings.storage.fsync)
+        self.phi: PhiKey = load_phi_key(settings.security.phi_key_file)
+        self.stop = threading.Event()
+
+    # -- one job ---------------------------------------------------------------------------
+    def index(self, conn: psycopg.Connection[Any], job: IngestJobRow, header: Header) -> int:
+        """Index one instance and finish its job in one transaction. Returns the instance id."""
+        with conn.transaction(), conn.cursor() as cur:
+            superseded = cur.execute(_SUPERSEDE, (header.sop_instance_uid,)).fetchall()
+            new = 0 if superseded else 1
+            patient_id = cur.execute(
+                _PATIENT,
+                {
+                    "key": self.phi.blind_index(header.patient_id, header.issuer_of_patient_id),
+                    "pid": header.patient_id or None,
+                    "name": header.patient_name,
+                    "birth": header.birth_date,
+                    "sex": header.sex,
+                    "pass": self.phi.passphrase,
+                },
+            ).fetchone()
+            study_id = cur.execute(
+                _STUDY,
+                {
+                    "uid": header.study_instance_uid,
+                    "patient": patient_id[0] if patient_id else None,
+                    "date": header.study_date,
+                    "time": header.study_time,
+                    "accession": header.accession_number,
+                    "description": header.study_description,
+                    "modalities": [header.modality] if header.modality else [],
+                    "calling_ae": job.calling_ae,
+                    "new": new,
+                    "received": job.received_at,
+                },
+            ).fetchone()
+            series_id = cur.execute(
+                _SERIES,
+                {
+                    "uid": header.series_instance_uid,
+                    "study": study_id[0] if study_id else None,
+                    "modality": header.modality,
+                    "number": header.series_number,
+                    "description": header.series_description,
+                    "body_part": header.body_part,
+                    "new": new,
+                    "received": job.received_at,
+                },
+            ).fetchone()
+            instance = cur.execute(
+                _INSTANCE,
+                {
+                    "uid": header.sop_instance_uid,
+                    "sop_class": header.sop_class_uid,
+                    "series": series_id[0] if series_id else None,
+                    "number": header.instance_number,
+                    "ts": job.transfer_syntax_uid or "",
+                    "size": job.size_bytes,
+                    "sha256": job.sha256,
+                    "path": job.storage_path,
+                    "received": job.received_at,
+                    "calling_ae": job.calling_ae or "",
+                    "called_ae": job.called_ae or "",
+                    "peer": job.peer_address,
+                    "job": job.id,
+                },
+            ).fetchone()
+            instance_id = int(instance[0]) if instance else 0
+            detail = {"superseded": [row[0] for row in superseded]} if superseded else {}
+            cur.execute(_EVENT, (job.id, instance_id, "indexed", json.dumps(detail)))
+            # Routing hook: the routing issue creates one delivery per chosen destination here,
+            # inside this transaction, so an indexed instance is never left unrouted.
+            if not finish_ingest_job(cur, job.id, self.name):
+                raise _LeaseLost
+        return instance_id
+
+    def quarantine(
+        self, conn: psycopg.Connection[Any], job_id: int, storage_path: str, reason: str
+    ) -> None:
+        new_path: str | None = None
+        try:
+            new_path = self.storage.quarantine(storage_path)
+        except FileNotFoundError:
+            reason = f"{reason} (file missing)"
+        except OSError as exc:
+            reason = f"{reason} (could not move: {exc.strerror})"
+        with conn.transaction(), conn.cursor() as cur:
+            quarantine_ingest_job(cur, job_id, new_path, reason)
+            cur.execute(_EVENT, (job_id, None, "quarantined", json.dumps({"reason": reason})))
+        metrics.INGESTED.labels(outcome="quarantined").inc()
+        log.warning("ingest job quarantined", extra={"job": job_id, "reason": reason})
+
+    def process(self, conn: psycopg.Connection[Any], job: IngestJobRow) -> None:
+        started = time.perf_counter()
+        path = self.storage.absolute(job.storage_path)
+        try:
+            header = read_header(path)
+        except FileNotFoundError:
+            self.quarantine(conn, job.id, job.storage_path, "file missing from storage")
+            return
+        except Unparsable as exc:
+            self.quarantine(conn, job.id, job.storage_path, str(exc))
+            return
+        try:
+            self.index(conn, job, header)
+        except _LeaseLost:
+            log.info("lease lost; another worker owns the job", extra={"job": job.id})
+            return
+        metrics.INGESTED.labels(outcome="indexed").inc()
+        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run_once(self, conn: psycopg.Connection[Any]) -> int:
+        """Claim and process one batch. Returns how many jobs were claimed."""
+        ingest = self.settings.ingest
+        for job_id, storage_path in exhausted_ingest_jobs(conn, ingest.max_attempts):
+            self.quarantine(conn, job_id, storage_path, f"gave up after {ingest.max_attempts} attempts")
+        jobs = claim_ingest_jobs(
+            conn, self.name, ingest.batch_size, ingest.lease_seconds, ingest.max_attempts
+        )
+        for job in jobs:
+            if self.stop.is_set():
+                release_ingest_job(conn, job.id, "worker stopping")
+                continue
+            try:
+                self.process(conn, job)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                log.error("ingest job failed: %s", type(exc).__name__, extra={"job": job.id})
+                release_ingest_job(conn, job.id, f"database error: {type(exc).__name__}")
+        return len(jobs)
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                self._serve()
+                return
+            except psycopg.OperationalError as exc:
+                log.error("database unavailable, retrying in %.0fs: %s", backoff, type(exc).__name__)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _serve(self) -> None:
+        ingest = self.settings.ingest
+        with connect(self.settings, autocommit=True) as conn, connect(
+            self.settings, autocommit=True
+        ) as listener:
+            listener.execute(f"LISTEN {INGEST_CHANNEL}")
+            recover_incoming(conn, self.storage, ingest.recovery_grace_seconds)
+            log.info("ingest worker ready", extra={"worker": self.name})
+            while not self.stop.is_set():
+                if self.run_once(conn) >= ingest.batch_size:
+                    continue
+                # Sleep until an insert notifies us, or the poll interval passes (a missed
+                # notification, or a lease that lapsed, is then found by the next claim).
+                for _ in listener.notifies(timeout=ingest.poll_interval_seconds, stop_after=1):
+                    pass

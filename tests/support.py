@@ -1,0 +1,52 @@
+"""Helpers shared by the tests: waiting on conditions, dcmtk invocation, DICOM file anatomy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom.filereader import _read_file_meta_info, read_preamble
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Poll a condition until it holds; fail with what we waited for. Never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def dicom_env() -> dict[str, str]:
+    """dcmtk stalls ~40 ms per message on loopback without TCP_NODELAY (Nagle + delayed ACK)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def storescu(port: int, *files: Path, calling: str = "STORESCU", called: str = "DICOM_GW",
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Send files in one association, proposing each file's own transfer syntax (-R)."""
+    return subprocess.run(
+        ["storescu", "-aet", calling, "-aec", called, "-R", *extra, "127.0.0.1", str(port),
+         *map(str, files)],  # fmt: skip
+        env=dicom_env(), capture_output=True, text=True, check=False, timeout=600,
+    )
+
+
+def dataset_offset(path: Path) -> int:
+    """Where the data set starts in a Part 10 file: after preamble, DICM and File Meta."""
+    with path.open("rb") as fp:
+        read_preamble(fp, False)
+        _read_file_meta_info(fp)
+        return fp.tell()
+
+
+def dataset_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[dataset_offset(path):]
