@@ -93,8 +93,11 @@ class Gateway:
                 "bind_address": "127.0.0.1",
                 "port": self.port,
                 "processes": 2,
-                "allowed_callers": [{"ae_title": "STORESCU"}, {"ae_title": "ECHOSCU"},
-                                    {"ae_title": "TESTSCU"}],  # fmt: skip
+                "allowed_callers": [
+                    {"ae_title": "STORESCU"},
+                    {"ae_title": "ECHOSCU"},
+                    {"ae_title": "TESTSCU"},
+                ],
             },
             "storage": {"root": str(self.storage)},
             "database": {"url": self.db_url},
@@ -125,9 +128,19 @@ class Gateway:
 
     def echo_ok(self, calling: str = "ECHOSCU", called: str | None = None) -> bool:
         result = subprocess.run(
-            ["echoscu", "-aet", calling, "-aec", called or self.ae_title, "127.0.0.1",
-             str(self.port)],  # fmt: skip
-            env=dicom_env(), capture_output=True, text=True, check=False,
+            [
+                "echoscu",
+                "-aet",
+                calling,
+                "-aec",
+                called or self.ae_title,
+                "127.0.0.1",
+                str(self.port),
+            ],
+            env=dicom_env(),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return result.returncode == 0
 
@@ -154,8 +167,12 @@ class Gateway:
 
     def wait_indexed(self, count: int, timeout: float = 60) -> None:
         wait_for(
-            lambda: self.sql("SELECT count(*) FROM ingest_jobs WHERE state IN ('done','quarantined')")[0][0]
-            >= count,
+            lambda: (
+                self.sql("SELECT count(*) FROM ingest_jobs WHERE state IN ('done','quarantined')")[
+                    0
+                ][0]
+                >= count
+            ),
             timeout=timeout,
             what=f"{count} ingest jobs finished",
         )
@@ -189,7 +206,11 @@ def _to_toml(sections: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"{key} = {_toml_value(value)}")
         for key, items in tables.items():
             for item in items:
-                header = f"[[{section}.{key}]]" if isinstance(values[key], list) else f"[{section}.{key}]"
+                header = (
+                    f"[[{section}.{key}]]"
+                    if isinstance(values[key], list)
+                    else f"[{section}.{key}]"
+                )
                 lines.append(header)
                 lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
     return "\n".join(lines) + "\n"
@@ -200,8 +221,9 @@ def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]
     gateways: list[Gateway] = []
 
     def factory(**options: dict[str, Any]) -> Gateway:
-        gateway = Gateway(root=tmp_path / f"gw{len(gateways)}", db_url=db_url, port=free_port(),
-                          options=options)  # fmt: skip
+        gateway = Gateway(
+            root=tmp_path / f"gw{len(gateways)}", db_url=db_url, port=free_port(), options=options
+        )
         gateway.root.mkdir()
         gateway.write_config()
         gateways.append(gateway)

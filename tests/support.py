@@ -29,13 +29,32 @@ def dicom_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
-def storescu(port: int, *files: Path, calling: str = "STORESCU", called: str = "DICOM_GW",
-             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def storescu(
+    port: int,
+    *files: Path,
+    calling: str = "STORESCU",
+    called: str = "DICOM_GW",
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
     """Send files in one association, proposing each file's own transfer syntax (-R)."""
     return subprocess.run(
-        ["storescu", "-aet", calling, "-aec", called, "-R", *extra, "127.0.0.1", str(port),
-         *map(str, files)],  # fmt: skip
-        env=dicom_env(), capture_output=True, text=True, check=False, timeout=600,
+        [
+            "storescu",
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "-R",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        env=dicom_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 
@@ -49,4 +68,4 @@ def dataset_offset(path: Path) -> int:
 
 def dataset_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[dataset_offset(path):]
+    return data[dataset_offset(path) :]

@@ -26,11 +26,19 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     process = subprocess.Popen(
         ["storescp", "-aet", "REFERENCE", "+B", "-od", str(out), str(port)],
-        env=dicom_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=dicom_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(
-        lambda: subprocess.run(["echoscu", "-aec", "REFERENCE", "127.0.0.1", str(port)],
-                               env=dicom_env(), capture_output=True).returncode == 0,  # fmt: skip
+        lambda: (
+            subprocess.run(
+                ["echoscu", "-aec", "REFERENCE", "127.0.0.1", str(port)],
+                env=dicom_env(),
+                capture_output=True,
+            ).returncode
+            == 0
+        ),
         what="storescp",
     )
     yield port, out
@@ -69,7 +77,10 @@ def test_every_pydicom_test_file_is_stored_as_sent_by_storescu(
 
     gateway.wait_indexed(compared)
     rows = gateway.sql("SELECT storage_path, sha256, size_bytes FROM instances")
-    assert len(rows) + len(gateway.sql("SELECT 1 FROM ingest_jobs WHERE state = 'quarantined'")) == compared
+    assert (
+        len(rows) + len(gateway.sql("SELECT 1 FROM ingest_jobs WHERE state = 'quarantined'"))
+        == compared
+    )
     for path, sha256, size in rows:
         data = (gateway.storage / path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha256

@@ -51,8 +51,12 @@ def _logging(settings: Settings, service: str) -> None:
 def _global(
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML file (default /etc/dicom-gw/gateway.toml).",
-                     envvar="DICOM_GW_CONFIG"),  # fmt: skip
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML file (default /etc/dicom-gw/gateway.toml).",
+            envvar="DICOM_GW_CONFIG",
+        ),
     ] = None,
 ) -> None:
     State.config = config
@@ -67,6 +71,16 @@ def check_config() -> None:
     console.print(f"[green]configuration is valid[/green]: {source}")
     if not settings.database.url:
         console.print("note: database.url is empty; only `dicom-gw run` can start without one")
+    referenced = {
+        "database.password_file": settings.database.password_file,
+        "security.phi_key_file": settings.security.phi_key_file,
+        "dicom.tls.certificate": settings.dicom.tls.certificate,
+        "dicom.tls.private_key": settings.dicom.tls.private_key,
+        "dicom.tls.ca_certificate": settings.dicom.tls.ca_certificate,
+    }
+    for key, file in referenced.items():
+        if file is not None and not file.exists():
+            console.print(f"warning: {key}: {file} does not exist (yet)")
 
 
 @app.command()

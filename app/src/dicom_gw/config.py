@@ -217,7 +217,9 @@ def load_settings(path: Path | None = None) -> Settings:
         try:
             data = tomllib.loads(resolved.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigInvalid(resolved, [ConfigError("(file)", f"not valid TOML: {exc}")]) from exc
+            raise ConfigInvalid(
+                resolved, [ConfigError("(file)", f"not valid TOML: {exc}")]
+            ) from exc
     elif path is not None or os.environ.get(CONFIG_ENV_VAR):
         raise ConfigInvalid(resolved, [ConfigError("(file)", "no such file")])
     try:

@@ -128,7 +128,9 @@ def release_ingest_job(conn: psycopg.Connection[Any], job_id: int, reason: str) 
     )
 
 
-def exhausted_ingest_jobs(conn: psycopg.Connection[Any], max_attempts: int) -> list[tuple[int, str]]:
+def exhausted_ingest_jobs(
+    conn: psycopg.Connection[Any], max_attempts: int
+) -> list[tuple[int, str]]:
     """Jobs whose lease lapsed after their last allowed attempt: they must not be claimed again."""
     rows = conn.execute(
         "SELECT id, storage_path FROM ingest_jobs WHERE state = 'claimed'"
@@ -139,7 +141,7 @@ def exhausted_ingest_jobs(conn: psycopg.Connection[Any], max_attempts: int) -> l
 
 
 def unrecorded_paths(conn: psycopg.Connection[Any], paths: Iterable[str]) -> list[str]:
-    """Of the given storage paths, those no ingest job knows: durable files whose record was lost."""
+    """The storage paths no ingest job knows: durable files whose record was lost."""
     batch = list(paths)
     if not batch:
         return []

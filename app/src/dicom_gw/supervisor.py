@@ -49,7 +49,7 @@ class Child:
 
     def start(self) -> None:
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        self.process = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
         log.info("started %s", self.name, extra={"pid": self.process.pid})
 
 

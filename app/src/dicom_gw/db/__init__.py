@@ -1,1 +1,1 @@
-"""Database access: models, engine and connections, migrations, and a private cluster for dev/test."""
+"""Database access: models, engine, migrations, and a private cluster for dev and tests."""

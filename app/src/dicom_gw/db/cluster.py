@@ -77,7 +77,9 @@ class LocalCluster:
             command = ["runuser", "-u", owner.pw_name, "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ClusterError(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+            raise ClusterError(
+                f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
     def _prepare_dirs(self) -> None:
@@ -128,8 +130,19 @@ class LocalCluster:
     def start(self) -> None:
         self._prepare_dirs()
         options = f"-k {self.socket_dir} -p {self.port}"
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-                  "-w", "-t", "60", "start")  # fmt: skip
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self._ensure_database()
 
     def stop(self) -> None:

@@ -40,7 +40,9 @@ def conninfo(settings: Settings) -> str:
     return url.set(query=query).render_as_string(hide_password=False)
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    settings: Settings, *, autocommit: bool = False
+) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(conninfo(settings), autocommit=autocommit)
 
 

@@ -27,15 +27,16 @@ import time
 from functools import partial
 from pathlib import Path
 from tempfile import NamedTemporaryFile
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, acse, dimse_messages, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.presentation import negotiate_as_acceptor as _negotiate_as_acceptor
-from pynetdicom.sop_class import Verification
 from pynetdicom.sop_class import _STORAGE_CLASSES as STORAGE_CLASSES
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -49,6 +50,9 @@ from dicom_gw.log import setup_logging
 from dicom_gw.queue import ReceivedFile, enqueue_received
 
 log = logging.getLogger(__name__)
+
+MAX_PDU_SIZE = 1 << 20
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -96,8 +100,8 @@ def configure_pynetdicom(tmp_dir: Path) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
-    acse.negotiate_as_acceptor = negotiate_preferring_requestor  # type: ignore[assignment]
-    dimse_messages.NamedTemporaryFile = partial(  # type: ignore[attr-defined]
+    acse.negotiate_as_acceptor = negotiate_preferring_requestor  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = partial(  # type: ignore[attr-defined,assignment]
         NamedTemporaryFile, dir=tmp_dir, prefix="rx-"
     )
 
@@ -108,12 +112,12 @@ class GatewayServer(ThreadedAssociationServer):
     daemon_threads = True
 
     def server_bind(self) -> None:
-        sock: socket.socket = self.socket
+        sock = cast(socket.socket, self.socket)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        sock: socket.socket = self.socket
+        sock = cast(socket.socket, self.socket)
         client, address = sock.accept()
         # Without TCP_NODELAY, Nagle plus the peer's delayed ACK stall every small PDU ~40 ms.
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -144,7 +148,7 @@ class Receiver:
         ]
 
     def on_requested(self, event: evt.Event) -> None:
-        request = event.assoc.requestor.primitive
+        request = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
         peer = event.assoc.requestor.address
         called = str(request.called_ae_title)
         calling = str(request.calling_ae_title)
@@ -158,6 +162,9 @@ class Receiver:
         )
         metrics.ASSOCIATIONS_REFUSED.labels(reason=rejection.reason.split(" ")[0]).inc()
         event.assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
+        # As pynetdicom does for its own rejections: wait until the DUL has sent the
+        # A-ASSOCIATE-RJ before the socket is closed, or the peer sees only a dropped connection.
+        event.assoc.kill()
 
     def on_established(self, event: evt.Event) -> None:
         metrics.ASSOCIATIONS_ACTIVE.inc()
@@ -178,6 +185,10 @@ class Receiver:
         if received_path is None or not received_path.exists():
             log.error("C-STORE without a data set", extra={"peer": assoc.requestor.address})
             return self._fail(STATUS_CANNOT_UNDERSTAND)
+        if self.storage.usage_percent() >= self.settings.storage.disk_watermark_percent:
+            # Crossing the watermark mid-association: refuse the rest, keep the headroom.
+            log.error("storage above the disk watermark; refusing the instance")
+            return self._fail(STATUS_OUT_OF_RESOURCES)
 
         try:
             stored = self.storage.commit(received_path)
@@ -185,7 +196,7 @@ class Receiver:
             log.error("could not make the received file durable: %s", exc.strerror or exc)
             return self._fail(STATUS_OUT_OF_RESOURCES)
 
-        request = event.request
+        request = cast(C_STORE, event.request)
         record = ReceivedFile(
             storage_path=stored.relative_path,
             sha256=stored.sha256,
@@ -225,10 +236,12 @@ def build_ae(settings: Settings) -> AE:
     ae.acse_timeout = dicom.acse_timeout_seconds
     ae.dimse_timeout = dicom.dimse_timeout_seconds
     ae.network_timeout = dicom.network_timeout_seconds
-    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs from senders that allow it
+    # Large enough that senders use few PDUs, small enough that a peer cannot make one
+    # association hold an unbounded PDU in memory.
+    ae.maximum_pdu_size = MAX_PDU_SIZE
     # The policy handler checks AE titles, so it can log the reason and also match peer networks.
     ae.require_called_aet = False
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS)
     for uid in sorted(set(STORAGE_CLASSES.values())):
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     return ae

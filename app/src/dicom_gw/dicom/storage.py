@@ -14,6 +14,7 @@ Paths in the database are relative to the root, so the root can move.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -92,7 +93,12 @@ class Storage:
 
     def _incoming_target(self) -> Path:
         now = dt.datetime.now(dt.UTC)
-        return self.incoming_dir / now.strftime("%Y%m%d") / now.strftime("%H") / f"{uuid.uuid4().hex}.dcm"
+        return (
+            self.incoming_dir
+            / now.strftime("%Y%m%d")
+            / now.strftime("%H")
+            / f"{uuid.uuid4().hex}.dcm"
+        )
 
     def commit(self, received: Path) -> StoredFile:
         """Make a fully written file in ``tmp/`` durable in ``incoming/`` and describe it.
@@ -113,10 +119,8 @@ class Storage:
 
     def discard(self, relative_path: str) -> None:
         """Remove a file whose receipt failed after it was made durable (never acknowledged)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.absolute(relative_path).unlink()
-        except FileNotFoundError:
-            pass
 
     def quarantine(self, relative_path: str) -> str:
         source = self.absolute(relative_path)

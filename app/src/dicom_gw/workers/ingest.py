@@ -124,7 +124,12 @@ def read_header(path: os.PathLike[str]) -> Header:
         raise Unparsable(f"not parsable as DICOM: {type(exc).__name__}: {exc}"[:500]) from exc
     missing = [
         name
-        for name in ("sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid")
+        for name in (
+            "sop_instance_uid",
+            "sop_class_uid",
+            "study_instance_uid",
+            "series_instance_uid",
+        )
         if not getattr(header, name)
     ]
     if missing:
@@ -311,7 +316,9 @@ class IngestWorker:
         """Claim and process one batch. Returns how many jobs were claimed."""
         ingest = self.settings.ingest
         for job_id, storage_path in exhausted_ingest_jobs(conn, ingest.max_attempts):
-            self.quarantine(conn, job_id, storage_path, f"gave up after {ingest.max_attempts} attempts")
+            self.quarantine(
+                conn, job_id, storage_path, f"gave up after {ingest.max_attempts} attempts"
+            )
         jobs = claim_ingest_jobs(
             conn, self.name, ingest.batch_size, ingest.lease_seconds, ingest.max_attempts
         )
@@ -335,15 +342,18 @@ class IngestWorker:
                 self._serve()
                 return
             except psycopg.OperationalError as exc:
-                log.error("database unavailable, retrying in %.0fs: %s", backoff, type(exc).__name__)
+                log.error(
+                    "database unavailable, retrying in %.0fs: %s", backoff, type(exc).__name__
+                )
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
     def _serve(self) -> None:
         ingest = self.settings.ingest
-        with connect(self.settings, autocommit=True) as conn, connect(
-            self.settings, autocommit=True
-        ) as listener:
+        with (
+            connect(self.settings, autocommit=True) as conn,
+            connect(self.settings, autocommit=True) as listener,
+        ):
             listener.execute(f"LISTEN {INGEST_CHANNEL}")
             recover_incoming(conn, self.storage, ingest.recovery_grace_seconds)
             log.info("ingest worker ready", extra={"worker": self.name})

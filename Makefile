@@ -1,0 +1,61 @@
+# dicom-gw: the entry points. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(CURDIR)/var
+export DEBIAN_FRONTEND := noninteractive
+
+# Debian packages the gateway and its tests need (server binaries, DICOM peers).
+SYSTEM_PACKAGES := postgresql postgresql-contrib dcmtk
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | column -ts $$'\t'
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the gateway and tests need (idempotent)
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# Debian starts its own cluster on install; the gateway and tests run their own, private ones.
+
+$(VENV)/.installed: app/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e 'app[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## the Python virtualenv with the app and its dev tools
+
+$(STATE)/gateway.toml: docs/examples/dev.toml
+	mkdir -p $(STATE)
+	sed 's#@STATE@#$(STATE)#g' $< > $@
+
+.PHONY: run
+run: system-deps venv $(STATE)/gateway.toml ## the whole gateway on this machine (DICOM on 11112)
+	$(VENV)/bin/dicom-gw --config $(STATE)/gateway.toml run
+
+.PHONY: lint-python
+lint-python: venv ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check app/src tests
+	$(VENV)/bin/ruff format --check app/src tests
+	$(VENV)/bin/mypy --config-file app/pyproject.toml app/src/dicom_gw
+
+.PHONY: test-python
+test-python: system-deps venv ## unit and integration tests (real PostgreSQL, real dcmtk peers)
+	$(PY) -m pytest
+
+-include mk/*.mk
+
+.PHONY: lint
+lint: lint-python $(if $(wildcard mk/ansible.mk),lint-ansible) ## every linter
+
+.PHONY: test
+test: lint test-python $(if $(wildcard mk/ansible.mk),molecule) ## everything CI runs
