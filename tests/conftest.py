@@ -102,6 +102,8 @@ class Gateway:
             "storage": {"root": str(self.storage)},
             "database": {"url": self.db_url},
             "ingest": {"poll_interval_seconds": 1, "lease_seconds": 3, "recovery_grace_seconds": 0},
+            "forward": {"poll_interval_seconds": 0.5, "lease_seconds": 3},
+            "dbpool": {"flush_interval_seconds": 0.2},
             "security": {"phi_key_file": str(self.root / "secrets" / "phi.key")},
             "logging": {"format": "text", "level": "INFO"},
         }
@@ -125,6 +127,36 @@ class Gateway:
 
     def start_ingest(self, name: str = "ingest") -> subprocess.Popen[bytes]:
         return self.start(name, "worker", "ingest")
+
+    def start_forward(self, name: str = "forward") -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "forward")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a `dicom-gw` admin command against this gateway, as an operator would."""
+        return subprocess.run(self.command(*args), capture_output=True, text=True, check=False)
+
+    def add_destination(self, name: str, ae_title: str, port: int, *options: str) -> None:
+        result = self.cli(
+            "destination",
+            "add",
+            name,
+            "--ae-title",
+            ae_title,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *options,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def add_rule(self, name: str, *options: str) -> None:
+        result = self.cli("rule", "add", name, *options)
+        assert result.returncode == 0, result.stderr
+
+    def delivery_states(self) -> dict[str, int]:
+        rows = self.sql("SELECT state::text, count(*) FROM deliveries GROUP BY state")
+        return {state: count for state, count in rows}
 
     def echo_ok(self, calling: str = "ECHOSCU", called: str | None = None) -> bool:
         result = subprocess.run(

@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -41,20 +41,23 @@ def ct_series(
     seed: int = 1,
     patient_name: str = "Test^Patient",
     frames: int = 1,
+    modality: str = "CT",
+    study_uid: str | None = None,
 ) -> list[Path]:
-    """A CT series of `count` instances, `size` x `size` 16-bit, with a proper file meta."""
+    """A CT (or MR) series of `count` instances, `size` x `size` 16-bit, with a file meta."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    study_uid, series_uid = generate_uid(), generate_uid()
+    study_uid, series_uid = study_uid or generate_uid(), generate_uid()
+    sop_class = MRImageStorage if modality == "MR" else CTImageStorage
     files = []
     for number in range(1, count + 1):
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPClassUID = sop_class
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
+        ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.PatientName = patient_name
         ds.PatientID = f"PID{seed:05d}"
@@ -65,8 +68,8 @@ def ct_series(
         ds.StudyDate = "20261128"
         ds.StudyTime = "120000"
         ds.AccessionNumber = f"ACC{seed:05d}"
-        ds.StudyDescription = "Generated CT"
-        ds.Modality = "CT"
+        ds.StudyDescription = f"Generated {modality}"
+        ds.Modality = modality
         ds.SeriesNumber = 1
         ds.InstanceNumber = number
         ds.Rows = ds.Columns = size
@@ -79,7 +82,7 @@ def ct_series(
             ds.NumberOfFrames = frames
         pixels = rng.integers(-1000, 3000, size=(frames, size, size), dtype=np.int16)
         ds.PixelData = pixels.tobytes()
-        path = directory / f"ct{number:05d}.dcm"
+        path = directory / f"{modality.lower()}{number:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files

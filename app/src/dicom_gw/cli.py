@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -22,8 +26,27 @@ app = typer.Typer(
 )
 worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+destination_app = typer.Typer(
+    help="Destinations: where instances are forwarded.", no_args_is_help=True
+)
+app.add_typer(destination_app, name="destination")
+rule_app = typer.Typer(
+    help="Routing rules: which destinations an instance goes to.", no_args_is_help=True
+)
+app.add_typer(rule_app, name="rule")
+queue_app = typer.Typer(
+    help="The delivery queue: list, retry, cancel, replay.", no_args_is_help=True
+)
+app.add_typer(queue_app, name="queue")
 
 console = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    """Tables for people; piped into a file or a script, wide enough not to wrap values."""
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
 log = logging.getLogger("dicom_gw.cli")
 
 
@@ -132,19 +155,469 @@ def scp(
     Supervisor(children).run()
 
 
-@worker_app.command("ingest")
-def worker_ingest() -> None:
-    """Index received files: claim ingest jobs, parse headers, upsert the index."""
-    import signal
+class _Worker(Protocol):
+    stop: threading.Event
 
-    from dicom_gw.workers.ingest import IngestWorker
+    def run(self) -> None: ...
 
+
+def _run_worker(service: str, build: Callable[[Settings], _Worker]) -> None:
     settings = _settings()
-    _logging(settings, "ingest")
-    worker = IngestWorker(settings)
+    _logging(settings, service)
+    worker = build(settings)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
     worker.run()
+
+
+@worker_app.command("ingest")
+def worker_ingest() -> None:
+    """Index received files: claim ingest jobs, parse headers, upsert the index, route."""
+    from dicom_gw.workers.ingest import IngestWorker
+
+    _run_worker("ingest", IngestWorker)
+
+
+@worker_app.command("forward")
+def worker_forward() -> None:
+    """Send deliveries to their destinations, with retries and dead-lettering."""
+    from dicom_gw.workers.forward import Forwarder
+
+    _run_worker("forward", Forwarder)
+
+
+@worker_app.command("dbpool")
+def worker_dbpool() -> None:
+    """Load spooled ingest events and metrics into the database in batches."""
+    from dicom_gw.workers.dbpool import DbPoolWorker
+
+    _run_worker("dbpool", DbPoolWorker)
+
+
+@worker_app.command("cleanup")
+def worker_cleanup(
+    once: Annotated[bool, typer.Option(help="One pass, then exit (for a systemd timer).")] = False,
+) -> None:
+    """Delete delivered files after retention; under disk pressure, oldest delivered first."""
+    from dicom_gw.db.engine import connect
+    from dicom_gw.workers.cleanup import CleanupWorker
+
+    if once:
+        settings = _settings()
+        _logging(settings, "cleanup")
+        with connect(settings, autocommit=True) as conn:
+            deleted = CleanupWorker(settings).run_once(conn)
+        console.print(f"deleted {deleted} file(s)")
+        return
+    _run_worker("cleanup", CleanupWorker)
+
+
+# -- destinations --------------------------------------------------------------------------
+
+
+def _db() -> Any:
+    from dicom_gw.db.engine import connect
+
+    return connect(_settings(), autocommit=True)
+
+
+def _service_errors(exc: Exception) -> None:
+    from pydantic import ValidationError
+
+    from dicom_gw.services import ServiceError
+
+    if isinstance(exc, ValidationError):
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"]) or "(input)"
+            console.print(f"[red]error[/red] {key}: {error['msg']}")
+    elif isinstance(exc, ServiceError):
+        console.print(f"[red]error[/red] {exc.field}: {exc.message}")
+    else:
+        raise exc
+    raise typer.Exit(2)
+
+
+@destination_app.command("add")
+def destination_add(
+    name: str,
+    ae_title: Annotated[str, typer.Option("--ae-title", help="The destination's AE title.")],
+    host: Annotated[str, typer.Option()],
+    port: Annotated[int, typer.Option()],
+    calling_ae_title: Annotated[str | None, typer.Option(help="Our AE title towards it.")] = None,
+    mode: Annotated[str, typer.Option(help="instance, or study (send when quiet).")] = "instance",
+    study_quiet_seconds: Annotated[float, typer.Option()] = 60,
+    max_associations: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option()] = 50,
+    max_retries: Annotated[int, typer.Option()] = 10,
+    backoff_base_seconds: Annotated[float, typer.Option()] = 5,
+    backoff_cap_seconds: Annotated[float, typer.Option()] = 900,
+    warning_is_success: Annotated[bool, typer.Option()] = True,
+    tls: Annotated[bool, typer.Option(help="DICOM TLS (BCP 195).")] = False,
+    tls_ca_file: Annotated[str | None, typer.Option()] = None,
+    tls_cert_file: Annotated[str | None, typer.Option()] = None,
+    tls_key_file: Annotated[str | None, typer.Option()] = None,
+    disabled: Annotated[bool, typer.Option(help="Create it disabled.")] = False,
+) -> None:
+    """Add a destination."""
+    from pydantic import ValidationError
+
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.destinations import DestinationSpec, create_destination
+
+    settings = _settings()
+    try:
+        spec = DestinationSpec(
+            name=name,
+            ae_title=ae_title,
+            host=host,
+            port=port,
+            calling_ae_title=calling_ae_title or settings.dicom.ae_title,
+            mode=mode,
+            study_quiet_seconds=study_quiet_seconds,
+            max_associations=max_associations,
+            batch_size=batch_size,
+            max_retries=max_retries,
+            backoff_base_seconds=backoff_base_seconds,
+            backoff_cap_seconds=backoff_cap_seconds,
+            warning_is_success=warning_is_success,
+            tls_enabled=tls,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            enabled=not disabled,
+        )
+        with _db() as conn:
+            created = create_destination(conn, spec)
+    except (ValidationError, ServiceError) as exc:
+        _service_errors(exc)
+    console.print(f"destination {created.name} added (id {created.id})")
+
+
+@destination_app.command("list")
+def destination_list() -> None:
+    """List destinations."""
+    from rich.table import Table
+
+    from dicom_gw.services.destinations import list_destinations
+
+    with _db() as conn:
+        rows = list_destinations(conn)
+    table = Table(
+        "id",
+        "name",
+        "AE title",
+        "address",
+        "calling AE",
+        "mode",
+        "assoc",
+        "batch",
+        "retries",
+        "enabled",
+    )
+    for d in rows:
+        table.add_row(
+            str(d.id),
+            d.name,
+            d.ae_title,
+            f"{d.host}:{d.port}",
+            d.calling_ae_title,
+            d.mode,
+            str(d.max_associations),
+            str(d.batch_size),
+            str(d.max_retries),
+            "yes" if d.enabled else "no",
+        )
+    _stdout().print(table)
+
+
+@destination_app.command("set")
+def destination_set(
+    name: str,
+    changes: Annotated[list[str], typer.Argument(help="key=value, e.g. enabled=false port=104")],
+) -> None:
+    """Change settings of a destination (validated like add)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.destinations import update_destination
+
+    parsed: dict[str, Any] = {}
+    for change in changes:
+        key, _, value = change.partition("=")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    try:
+        with _db() as conn:
+            updated = update_destination(conn, name, parsed)
+    except (ValidationError, ServiceError) as exc:
+        _service_errors(exc)
+    console.print(f"destination {updated.name} updated")
+
+
+@destination_app.command("remove")
+def destination_remove(name: str) -> None:
+    """Remove a destination that has no deliveries."""
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.destinations import delete_destination
+
+    try:
+        with _db() as conn:
+            delete_destination(conn, name)
+    except ServiceError as exc:
+        _service_errors(exc)
+    console.print(f"destination {name} removed")
+
+
+@destination_app.command("echo")
+def destination_echo(name: str) -> None:
+    """C-ECHO a destination and print the outcome and round-trip time."""
+    from dicom_gw.dicom.scu import Timeouts, echo
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.destinations import get_destination
+
+    settings = _settings()
+    try:
+        with _db() as conn:
+            destination = get_destination(conn, name)
+    except ServiceError as exc:
+        _service_errors(exc)
+    forward = settings.forward
+    result = echo(
+        destination,
+        Timeouts(
+            forward.acse_timeout_seconds,
+            forward.dimse_timeout_seconds,
+            forward.network_timeout_seconds,
+        ),
+    )
+    verdict = "[green]success[/green]" if result.ok else "[red]failed[/red]"
+    console.print(f"C-ECHO {name}: {verdict} ({result.detail}) in {result.round_trip_ms:.1f} ms")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+# -- routing rules -------------------------------------------------------------------------
+
+
+def _parse_condition(text: str) -> dict[str, Any]:
+    """FIELD:OP[:VALUE]: modality:equals:CT, StudyDescription:glob:*HEAD*, 0010,0010:present."""
+    field, _, rest = text.partition(":")
+    op, _, value = rest.partition(":")
+    return {"field": field, "op": op, "value": value or None}
+
+
+@rule_app.command("add")
+def rule_add(
+    name: str,
+    destination: Annotated[list[str], typer.Option("--to", help="Destination name (repeatable).")],
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--when",
+            help="FIELD:OP[:VALUE] (repeatable); OP is equals, glob, regex, "
+            "present or absent; FIELD is calling_ae, called_ae, source_ip, modality, "
+            "sop_class, a DICOM keyword or a tag.",
+        ),
+    ] = None,
+    match: Annotated[str, typer.Option(help="all or any of the conditions.")] = "all",
+    position: Annotated[int, typer.Option(help="Evaluation order (lower first).")] = 100,
+    stop: Annotated[
+        bool, typer.Option(help="Stop evaluating rules after this one matches.")
+    ] = False,
+    default: Annotated[bool, typer.Option(help="Apply only when no other rule matched.")] = False,
+    disabled: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Add a routing rule. Invalid rules are refused with the field at fault."""
+    from pydantic import ValidationError
+
+    from dicom_gw.routing import RuleSpec
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.rules import save_rule
+
+    try:
+        spec = RuleSpec.model_validate(
+            {
+                "name": name,
+                "destinations": destination,
+                "match": match,
+                "position": position,
+                "stop_processing": stop,
+                "is_default": default,
+                "enabled": not disabled,
+                "conditions": [_parse_condition(c) for c in condition or []],
+            }
+        )
+        with _db() as conn:
+            rule_id = save_rule(conn, spec)
+    except (ValidationError, ServiceError) as exc:
+        _service_errors(exc)
+    console.print(f"rule {name} added (id {rule_id})")
+
+
+@rule_app.command("list")
+def rule_list() -> None:
+    """List rules in evaluation order."""
+    from rich.table import Table
+
+    from dicom_gw.services.rules import list_rules
+
+    with _db() as conn:
+        rows = list_rules(conn)
+    table = Table("pos", "name", "enabled", "match", "conditions", "to", "stop", "default")
+    for r in rows:
+        conditions = "; ".join(
+            f"{c['field']} {c['op']} {c.get('value') or ''}".strip() for c in r["conditions"]
+        )
+        table.add_row(
+            str(r["position"]),
+            r["name"],
+            "yes" if r["enabled"] else "no",
+            r["match"],
+            conditions or "(always)",
+            ", ".join(r["destination_names"]),
+            "yes" if r["stop_processing"] else "",
+            "yes" if r["is_default"] else "",
+        )
+    _stdout().print(table)
+
+
+@rule_app.command("remove")
+def rule_remove(name: str) -> None:
+    """Remove a rule."""
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.rules import delete_rule
+
+    try:
+        with _db() as conn:
+            delete_rule(conn, name)
+    except ServiceError as exc:
+        _service_errors(exc)
+    console.print(f"rule {name} removed")
+
+
+@rule_app.command("enable")
+def rule_enable(name: str, off: Annotated[bool, typer.Option("--off")] = False) -> None:
+    """Enable a rule (or disable it with --off)."""
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.rules import set_rule_enabled
+
+    try:
+        with _db() as conn:
+            set_rule_enabled(conn, name, not off)
+    except ServiceError as exc:
+        _service_errors(exc)
+    console.print(f"rule {name} {'disabled' if off else 'enabled'}")
+
+
+# -- the queue -----------------------------------------------------------------------------
+
+
+def _operator() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+
+
+@queue_app.command("list")
+def queue_list(
+    state: Annotated[str | None, typer.Option(help="pending, held, retry, sent, dead, ...")] = None,
+    destination: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """Deliveries (newest first) with their last error, and counts per state."""
+    from rich.table import Table
+
+    from dicom_gw.queue import delivery_counts, list_deliveries
+    from dicom_gw.services.destinations import get_destination
+
+    with _db() as conn:
+        destination_id = get_destination(conn, destination).id if destination else None
+        rows = list_deliveries(conn, state, destination_id, limit)
+        counts = delivery_counts(conn)
+    table = Table("id", "destination", "state", "attempts", "status", "last error", "next attempt")
+    for r in rows:
+        status = f"0x{r['last_status']:04X}" if r["last_status"] is not None else ""
+        table.add_row(
+            str(r["id"]),
+            r["destination"],
+            r["state"],
+            str(r["attempts"]),
+            status,
+            r["last_error"] or "",
+            str(r["next_attempt_at"])[:19],
+        )
+    out = _stdout()
+    out.print(table)
+    out.print("  ".join(f"{name}/{st}: {n}" for name, st, n in counts) or "no deliveries")
+
+
+@queue_app.command("history")
+def queue_history(delivery_id: int) -> None:
+    """Every state change of one delivery, with time and reason."""
+    from dicom_gw.queue import delivery_history
+
+    with _db() as conn:
+        for at, old, new, attempts, reason in delivery_history(conn, delivery_id):
+            console.print(
+                f"{at:%Y-%m-%d %H:%M:%S}  {old or '-':>9} -> {new:<9} "
+                f"attempts={attempts}  {reason or ''}"
+            )
+
+
+@queue_app.command("retry")
+def queue_retry(
+    ids: Annotated[list[int] | None, typer.Argument()] = None,
+    destination: Annotated[
+        str | None, typer.Option(help="All dead letters of a destination.")
+    ] = None,
+) -> None:
+    """Retry dead-lettered deliveries: by id, or all of a destination's."""
+    from dicom_gw.queue import retry_deliveries
+    from dicom_gw.services.destinations import get_destination
+
+    if not ids and not destination:
+        console.print("[red]error[/red] ids: give delivery ids or --destination")
+        raise typer.Exit(2)
+    with _db() as conn:
+        destination_id = get_destination(conn, destination).id if destination else None
+        count = retry_deliveries(
+            conn, f"retried by {_operator()} (cli)", ids or None, destination_id
+        )
+    console.print(f"{count} deliveries queued again")
+
+
+@queue_app.command("cancel")
+def queue_cancel(ids: list[int]) -> None:
+    """Cancel deliveries that have not been sent."""
+    from dicom_gw.queue import cancel_deliveries
+
+    with _db() as conn:
+        count = cancel_deliveries(conn, f"cancelled by {_operator()} (cli)", ids)
+    console.print(f"{count} deliveries cancelled")
+
+
+@queue_app.command("replay")
+def queue_replay(
+    study: Annotated[str, typer.Option(help="Study Instance UID.")],
+    destination: Annotated[str, typer.Option()],
+) -> None:
+    """Send a whole study to a destination again."""
+    from dicom_gw.queue import replay_study
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.destinations import get_destination
+
+    try:
+        with _db() as conn:
+            target = get_destination(conn, destination)
+            count = replay_study(conn, f"replayed by {_operator()} (cli)", study, target.id)
+    except ServiceError as exc:
+        _service_errors(exc)
+    if count == 0:
+        console.print("[red]error[/red] study: no stored instances of that study")
+        raise typer.Exit(1)
+    console.print(f"{count} instances queued for {destination}")
 
 
 @app.command()
@@ -184,6 +657,13 @@ def run() -> None:
             Child(f"ingest.{i}", self_command(State.config, "worker", "ingest"), env)
             for i in range(settings.ingest.workers)
         ]
+        children += [
+            Child(f"forward.{i}", self_command(State.config, "worker", "forward"), env)
+            for i in range(settings.forward.workers)
+        ]
+        children.append(Child("dbpool", self_command(State.config, "worker", "dbpool"), env))
+        if settings.cleanup.enabled:
+            children.append(Child("cleanup", self_command(State.config, "worker", "cleanup"), env))
         console.print(
             f"[green]dicom-gw running[/green]: DICOM AE {settings.dicom.ae_title} on port "
             f"{settings.dicom.port}; storage {settings.storage.root}. Ctrl-C stops everything."

@@ -54,7 +54,7 @@ class AllowedCaller(_Section):
 
 
 class DicomTLS(_Section):
-    """DICOM over TLS per PS3.15 Annex B.9 (BCP 195): TLS 1.2 minimum, 1.3 preferred."""
+    """DICOM over TLS per PS3.15 Annex B.12 (BCP 195): TLS 1.2 minimum, 1.3 preferred."""
 
     enabled: bool = False
     port: int = Field(default=2762, ge=1, le=65535)
@@ -132,6 +132,36 @@ class IngestSettings(_Section):
     recovery_grace_seconds: float = Field(default=300, ge=0)
 
 
+class ForwardSettings(_Section):
+    workers: int = Field(default=1, ge=1, le=64)
+    lease_seconds: float = Field(default=120, gt=0)
+    poll_interval_seconds: float = Field(default=5, gt=0)
+    acse_timeout_seconds: float = Field(default=30, gt=0)
+    dimse_timeout_seconds: float = Field(default=120, gt=0)
+    network_timeout_seconds: float = Field(default=60, gt=0)
+
+
+class DbPoolSettings(_Section):
+    batch_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    segment_max_records: int = Field(default=500, ge=1, le=100_000)
+
+
+class CleanupSettings(_Section):
+    enabled: bool = True
+    retention_hours: float = Field(default=168, ge=0)
+    interval_seconds: float = Field(default=60, gt=0)
+    emergency_start_percent: float = Field(default=85, gt=0, le=100)
+    emergency_target_percent: float = Field(default=80, gt=0, le=100)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _target_below_start(self) -> CleanupSettings:
+        if self.emergency_target_percent >= self.emergency_start_percent:
+            raise ValueError("emergency_target_percent must be below emergency_start_percent")
+        return self
+
+
 class ApiSettings(_Section):
     bind_address: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -161,6 +191,9 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    dbpool: DbPoolSettings = Field(default_factory=DbPoolSettings)
+    cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

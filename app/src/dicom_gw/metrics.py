@@ -24,3 +24,14 @@ STORE_SECONDS = Histogram(
 )
 INGESTED = Counter("dicomgw_ingested_total", "Ingest jobs finished", ["outcome"])
 INGEST_SECONDS = Histogram("dicomgw_ingest_seconds", "Time to index one instance")
+DBPOOL_BATCH_ROWS = Histogram(
+    "dicomgw_dbpool_batch_rows",
+    "Rows written per DB pool transaction",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+FORWARDED = Counter(
+    "dicomgw_forwarded_total", "Delivery attempts by outcome", ["destination", "outcome"]
+)
+FORWARD_SECONDS = Histogram("dicomgw_forward_seconds", "Time to send one instance", ["destination"])
+DEAD_LETTERS = Counter("dicomgw_dead_letters_total", "Deliveries dead-lettered", ["destination"])
+CLEANED_FILES = Counter("dicomgw_cleanup_deleted_total", "Stored files deleted", ["mode"])

@@ -1,7 +1,8 @@
 """The work queues on PostgreSQL: claim with SKIP LOCKED, lease, retry, give up, NOTIFY.
 
-Ingest jobs live here now; deliveries (the forward queue) join them in the routing issue. A queue
-row is also the record operators look at, so no external broker stands between them.
+Two queues: ingest jobs (files to index) and deliveries (one row per instance and destination,
+the forward queue). A queue row is also the record operators look at and act on, so no external
+broker stands between the two and no state can drift between a queue and a table.
 
 Leases instead of locks held across work: a claim stamps ``lease_expires_at``; a worker killed
 mid-batch simply lets the lease lapse and the row is claimable again. Every claim increments
@@ -12,6 +13,7 @@ instead of being retried forever.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -156,3 +158,267 @@ def unrecorded_paths(conn: psycopg.Connection[Any], paths: Iterable[str]) -> lis
 def ingest_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     rows = conn.execute("SELECT state::text, count(*) FROM ingest_jobs GROUP BY state").fetchall()
     return {str(state): int(count) for state, count in rows}
+
+
+# -- deliveries: the forward queue -----------------------------------------------------------
+
+DELIVERY_CHANNEL = "deliveries"
+FINAL_STATES = ("sent", "dead", "cancelled")
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))].
+
+    Full jitter spreads the retries of many deliveries that failed together (a destination that
+    went down) so they do not return as one burst.
+    """
+    ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
+    return rng.uniform(0, ceiling)
+
+
+def create_deliveries(
+    cur: psycopg.Cursor[Any],
+    instance_id: int,
+    study_id: int | None,
+    chosen: dict[int, int],
+    study_mode: set[int],
+) -> int:
+    """One delivery per chosen destination; study-mode destinations start held."""
+    created = 0
+    for destination_id, rule_id in chosen.items():
+        state = "held" if destination_id in study_mode else "pending"
+        cur.execute(
+            "INSERT INTO deliveries (instance_id, destination_id, study_id, rule_id, state)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (instance_id, destination_id)"
+            " WHERE state NOT IN ('sent', 'dead', 'cancelled') DO NOTHING",
+            (instance_id, destination_id, study_id, rule_id, state),
+        )
+        created += cur.rowcount
+    return created
+
+
+@dataclass(frozen=True)
+class DeliveryTask:
+    id: int
+    attempts: int
+    instance_id: int
+    storage_path: str
+    sha256: str
+    size_bytes: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    study_id: int | None
+
+
+_CLAIM_DELIVERIES = """
+WITH picked AS (
+    SELECT id FROM deliveries
+     WHERE destination_id = %(destination)s
+       AND ((state IN ('pending', 'retry') AND next_attempt_at <= now())
+            OR (state = 'claimed' AND lease_expires_at < now()))
+     ORDER BY study_id NULLS LAST, next_attempt_at, id
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE deliveries d
+       SET state = 'claimed', claimed_by = %(worker)s, updated_at = now(),
+           lease_expires_at = now() + make_interval(secs => %(lease)s)
+      FROM picked WHERE d.id = picked.id
+    RETURNING d.id, d.attempts, d.instance_id, d.study_id)
+SELECT c.id, c.attempts, c.instance_id, i.storage_path, i.sha256, i.size_bytes, i.sop_class_uid,
+       i.sop_instance_uid, i.transfer_syntax_uid, c.study_id
+  FROM claimed c JOIN instances i ON i.id = c.instance_id
+ ORDER BY c.study_id NULLS LAST, c.id
+"""
+
+
+def claim_deliveries(
+    conn: psycopg.Connection[Any], destination_id: int, worker: str, limit: int, lease: float
+) -> list[DeliveryTask]:
+    params = {"destination": destination_id, "worker": worker, "limit": limit, "lease": lease}
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_CLAIM_DELIVERIES, params)
+        return [DeliveryTask(**row) for row in cur.fetchall()]
+
+
+def extend_delivery_leases(
+    conn: psycopg.Connection[Any], ids: list[int], worker: str, lease: float
+) -> None:
+    conn.execute(
+        "UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => %s)"
+        " WHERE id = ANY(%s) AND claimed_by = %s AND state = 'claimed'",
+        (lease, ids, worker),
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """The result of one send attempt. ``retry_in`` None with ``dead`` False means sent."""
+
+    delivery_id: int
+    status: int | None
+    sent: bool
+    reason: str | None = None
+    retry_in: float | None = None
+    dead: bool = False
+    counted: bool = True  # False: never attempted (worker stopping); no retry is spent
+
+
+def record_outcomes(
+    conn: psycopg.Connection[Any], outcomes: list[DeliveryOutcome], worker: str
+) -> None:
+    """Write a batch's outcomes in one transaction; only rows this worker still holds."""
+    if not outcomes:
+        return
+    sent = [o.delivery_id for o in outcomes if o.sent]
+    statuses = [o.status for o in outcomes if o.sent]
+    with conn.transaction(), conn.cursor() as cur:
+        if sent:
+            cur.execute(
+                "UPDATE deliveries d SET state = 'sent', sent_at = now(), updated_at = now(),"
+                " attempts = d.attempts + 1, last_status = s.status, last_error = NULL,"
+                " lease_expires_at = NULL"
+                " FROM unnest(%s::bigint[], %s::int[]) AS s(id, status)"
+                " WHERE d.id = s.id AND d.claimed_by = %s AND d.state = 'claimed'",
+                (sent, statuses, worker),
+            )
+        unattempted = [o.delivery_id for o in outcomes if not o.sent and not o.counted]
+        if unattempted:
+            cur.execute(
+                "UPDATE deliveries SET state = 'pending', lease_expires_at = NULL,"
+                " updated_at = now() WHERE id = ANY(%s) AND claimed_by = %s AND state = 'claimed'",
+                (unattempted, worker),
+            )
+        for outcome in (o for o in outcomes if not o.sent and o.counted):
+            cur.execute(
+                "UPDATE deliveries SET state = %s, attempts = attempts + 1, updated_at = now(),"
+                " last_status = %s, last_error = %s, lease_expires_at = NULL,"
+                " next_attempt_at = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND claimed_by = %s AND state = 'claimed'",
+                (
+                    "dead" if outcome.dead else "retry",
+                    outcome.status,
+                    outcome.reason,
+                    outcome.retry_in or 0,
+                    outcome.delivery_id,
+                    worker,
+                ),
+            )
+
+
+def release_quiet_studies(conn: psycopg.Connection[Any]) -> int:
+    """Study mode: release held deliveries of studies quiet for their destination's period.
+
+    Any new instance moves the study's ``last_received_at``, which restarts the timer.
+    """
+    cur = conn.execute(
+        "UPDATE deliveries d SET state = 'pending', next_attempt_at = now(), updated_at = now()"
+        "  FROM destinations dest, studies st"
+        " WHERE d.state = 'held' AND dest.id = d.destination_id AND st.id = d.study_id"
+        "   AND st.last_received_at"
+        "       < now() - make_interval(secs => dest.study_quiet_seconds)"
+    )
+    return cur.rowcount
+
+
+def seconds_until_due(conn: psycopg.Connection[Any], destination_id: int) -> float | None:
+    row = conn.execute(
+        "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) FROM deliveries"
+        " WHERE destination_id = %s AND state IN ('pending', 'retry')",
+        (destination_id,),
+    ).fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
+# -- operator actions (CLI and API) ----------------------------------------------------------
+
+
+def _set_reason(cur: psycopg.Cursor[Any], reason: str) -> None:
+    cur.execute("SELECT set_config('dicomgw.reason', %s, true)", (reason,))
+
+
+def retry_deliveries(
+    conn: psycopg.Connection[Any],
+    reason: str,
+    ids: list[int] | None = None,
+    destination_id: int | None = None,
+) -> int:
+    """Send dead-lettered (or failed) deliveries again, with a fresh retry budget."""
+    with conn.transaction(), conn.cursor() as cur:
+        _set_reason(cur, reason)
+        cur.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),"
+            " updated_at = now() WHERE state IN ('dead', 'retry')"
+            " AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))"
+            " AND (%(dest)s::int IS NULL OR destination_id = %(dest)s)",
+            {"ids": ids, "dest": destination_id},
+        )
+        return cur.rowcount
+
+
+def cancel_deliveries(conn: psycopg.Connection[Any], reason: str, ids: list[int]) -> int:
+    with conn.transaction(), conn.cursor() as cur:
+        _set_reason(cur, reason)
+        cur.execute(
+            "UPDATE deliveries SET state = 'cancelled', updated_at = now(), lease_expires_at = NULL"
+            " WHERE id = ANY(%s) AND state IN ('pending', 'retry', 'held', 'dead')",
+            (ids,),
+        )
+        return cur.rowcount
+
+
+def replay_study(
+    conn: psycopg.Connection[Any], reason: str, study_instance_uid: str, destination_id: int
+) -> int:
+    """Queue every current instance of a study for a destination again."""
+    with conn.transaction(), conn.cursor() as cur:
+        _set_reason(cur, reason)
+        cur.execute(
+            "INSERT INTO deliveries (instance_id, destination_id, study_id, state)"
+            " SELECT i.id, %s, st.id, 'pending' FROM instances i"
+            "   JOIN series se ON se.id = i.series_id JOIN studies st ON st.id = se.study_id"
+            "  WHERE st.study_instance_uid = %s AND i.is_latest AND i.deleted_at IS NULL"
+            " ON CONFLICT (instance_id, destination_id)"
+            " WHERE state NOT IN ('sent', 'dead', 'cancelled') DO NOTHING",
+            (destination_id, study_instance_uid),
+        )
+        return cur.rowcount
+
+
+def delivery_counts(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+    rows = conn.execute(
+        "SELECT dest.name, d.state::text, count(*) FROM deliveries d"
+        " JOIN destinations dest ON dest.id = d.destination_id"
+        " GROUP BY dest.name, d.state ORDER BY dest.name, d.state"
+    ).fetchall()
+    return [(str(name), str(state), int(count)) for name, state, count in rows]
+
+
+def list_deliveries(
+    conn: psycopg.Connection[Any],
+    state: str | None = None,
+    destination_id: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT d.id, dest.name AS destination, d.state::text AS state, d.attempts,"
+            " d.last_status, d.last_error, d.next_attempt_at, d.updated_at,"
+            " i.sop_instance_uid, st.study_instance_uid"
+            " FROM deliveries d JOIN destinations dest ON dest.id = d.destination_id"
+            " JOIN instances i ON i.id = d.instance_id LEFT JOIN studies st ON st.id = d.study_id"
+            " WHERE (%(state)s::text IS NULL OR d.state::text = %(state)s)"
+            " AND (%(dest)s::int IS NULL OR d.destination_id = %(dest)s)"
+            " ORDER BY d.id DESC LIMIT %(limit)s",
+            {"state": state, "dest": destination_id, "limit": limit},
+        ).fetchall()
+
+
+def delivery_history(conn: psycopg.Connection[Any], delivery_id: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT created_at, from_state, to_state, attempts, reason FROM delivery_events"
+        " WHERE delivery_id = %s ORDER BY id",
+        (delivery_id,),
+    ).fetchall()

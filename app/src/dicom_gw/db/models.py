@@ -144,6 +144,11 @@ class Instance(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        Index(
+            "ix_instances_received_at_live",
+            "received_at",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         # One "current" version per SOP Instance UID; older files stay until retention.
         Index(
             "uq_instances_latest_sop_instance_uid",
@@ -262,6 +267,8 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), index=True)
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    rule_id: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[DeliveryState] = mapped_column(
         Enum(DeliveryState, name="delivery_state", values_callable=lambda e: [m.value for m in e]),
         server_default=DeliveryState.PENDING.value,
@@ -278,7 +285,54 @@ class Delivery(Base):
 
     __table_args__ = (
         Index("ix_deliveries_destination_state_next", "destination_id", "state", "next_attempt_at"),
+        # At most one open delivery per (instance, destination); a replay after a final state
+        # adds a new row, so history is kept.
+        Index(
+            "uq_deliveries_open_instance_destination",
+            "instance_id",
+            "destination_id",
+            unique=True,
+            postgresql_where=text("state NOT IN ('sent', 'dead', 'cancelled')"),
+        ),
     )
+
+
+class DeliveryEvent(Base):
+    """Every state change of a delivery, with time and reason (written by a trigger)."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class OperationMetric(Base):
+    """Per-operation measurements written in batches by the DB pool worker."""
+
+    __tablename__ = "operation_metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    service: Mapped[str] = mapped_column(String(32))
+    operation: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    destination_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class SpoolSegment(Base):
+    """Spool segments already loaded by the DB pool worker (makes loading idempotent)."""
+
+    __tablename__ = "spool_segments"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    loaded_at: Mapped[dt.datetime] = _now()
 
 
 class User(Base):
@@ -315,16 +369,19 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Delivery",
+    "DeliveryEvent",
     "DeliveryState",
     "Destination",
     "IngestEvent",
     "IngestJob",
     "IngestState",
     "Instance",
+    "OperationMetric",
     "Patient",
     "RoutingRule",
     "RuleDestination",
     "Series",
+    "SpoolSegment",
     "Study",
     "User",
 ]

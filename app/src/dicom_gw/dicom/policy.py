@@ -48,10 +48,13 @@ class AssociationPolicy:
     def caller_allowed(self, calling_ae: str, peer_address: str) -> bool:
         if self._settings.allow_any_caller:
             return True
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
         try:
             address = ipaddress.ip_address(peer_address)
         except ValueError:
             address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # an IPv4 sender seen through a dual-stack socket
         for ae_title, networks in self._allowed:
             if ae_title != calling_ae:
                 continue

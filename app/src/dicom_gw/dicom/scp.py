@@ -122,7 +122,11 @@ class GatewayServer(ThreadedAssociationServer):
         # Without TCP_NODELAY, Nagle plus the peer's delayed ACK stall every small PDU ~40 ms.
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
+            # The handshake happens on the association's first read, in its own thread: a client
+            # that connects and stays silent must not stall the accept loop for everyone.
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
         return client, address
 
 

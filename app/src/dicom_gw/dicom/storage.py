@@ -114,7 +114,12 @@ class Storage:
         self._ensure_dir(target.parent)
         os.rename(received, target)
         if self.fsync:
-            _fsync_dir(target.parent)
+            try:
+                _fsync_dir(target.parent)
+            except OSError:
+                # Not durable means not acknowledged; do not leave it for recovery to index.
+                target.unlink(missing_ok=True)
+                raise
         return StoredFile(self.relative(target), digest.hexdigest(), size)
 
     def discard(self, relative_path: str) -> None:

@@ -1,7 +1,7 @@
-"""TLS contexts for DICOM per PS3.15 Annex B.9, the BCP 195 secure transport profile.
+"""TLS contexts for DICOM per PS3.15 Annex B.12, the BCP 195 (RFC 8996, RFC 9325) profile.
 
-TLS 1.2 is the floor and 1.3 is negotiated whenever the peer offers it; 1.2 is limited to AEAD
-suites with forward secrecy, as BCP 195 (RFC 9325) recommends.
+TLS 1.2 is the floor and 1.3 is negotiated whenever the peer offers it; 1.2 is limited to ECDHE
+AEAD suites (forward secrecy; finite-field DHE is on its way out of BCP 195).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-BCP195_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+BCP195_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def _harden(context: ssl.SSLContext) -> ssl.SSLContext:

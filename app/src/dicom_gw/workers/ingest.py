@@ -13,7 +13,6 @@ cannot parse is moved to ``quarantine/`` with the reason recorded: kept, not dro
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import socket
@@ -34,13 +33,17 @@ from dicom_gw.queue import (
     INGEST_CHANNEL,
     IngestJobRow,
     claim_ingest_jobs,
+    create_deliveries,
     exhausted_ingest_jobs,
     finish_ingest_job,
     quarantine_ingest_job,
     release_ingest_job,
 )
 from dicom_gw.recovery import recover_incoming
+from dicom_gw.routing import RoutingContext, Rule, route
 from dicom_gw.security.phi import PhiKey, load_phi_key
+from dicom_gw.services.rules import load_active_rules
+from dicom_gw.spool import EventSpool, spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def _date(value: str | None) -> dt.date | None:
         return None
 
 
-def read_header(path: os.PathLike[str]) -> Header:
+def read_header(path: os.PathLike[str]) -> tuple[Header, Dataset]:
     try:
         ds = dcmread(path, stop_before_pixels=True)
         header = Header(
@@ -134,7 +137,7 @@ def read_header(path: os.PathLike[str]) -> Header:
     ]
     if missing:
         raise Unparsable(f"missing required attribute(s): {', '.join(missing)}")
-    return header
+    return header, ds
 
 
 _SUPERSEDE = """
@@ -189,8 +192,6 @@ VALUES (%(uid)s, %(sop_class)s, %(series)s, %(number)s, %(ts)s, %(size)s, %(sha2
 RETURNING id
 """
 
-_EVENT = "INSERT INTO ingest_events (job_id, instance_id, kind, detail) VALUES (%s, %s, %s, %s)"
-
 
 class _LeaseLost(Exception):
     """Another worker took this job over after our lease lapsed; its result wins."""
@@ -203,10 +204,27 @@ class IngestWorker:
         self.storage = Storage(settings.storage.root, fsync=settings.storage.fsync)
         self.phi: PhiKey = load_phi_key(settings.security.phi_key_file)
         self.stop = threading.Event()
+        self.events = EventSpool(
+            spool_dir(settings.storage.root), "ingest", settings.dbpool.segment_max_records
+        )
+        self.rules: list[Rule] = []
+        self.study_mode_destinations: set[int] = set()
+
+    def load_routing(self, conn: psycopg.Connection[Any]) -> None:
+        """Rules and destination modes, fresh for each batch: an edit applies within a batch."""
+        self.rules = load_active_rules(conn)
+        rows = conn.execute("SELECT id FROM destinations WHERE mode = 'study'").fetchall()
+        self.study_mode_destinations = {int(row[0]) for row in rows}
 
     # -- one job ---------------------------------------------------------------------------
-    def index(self, conn: psycopg.Connection[Any], job: IngestJobRow, header: Header) -> int:
-        """Index one instance and finish its job in one transaction. Returns the instance id."""
+    def index(
+        self, conn: psycopg.Connection[Any], job: IngestJobRow, header: Header, ds: Dataset
+    ) -> int:
+        """Index and route one instance and finish its job, in one transaction.
+
+        Routing inside the same transaction means an indexed instance always has its deliveries:
+        there is no moment at which a crash could leave it indexed but unrouted.
+        """
         with conn.transaction(), conn.cursor() as cur:
             superseded = cur.execute(_SUPERSEDE, (header.sop_instance_uid,)).fetchall()
             new = 0 if superseded else 1
@@ -268,10 +286,27 @@ class IngestWorker:
                 },
             ).fetchone()
             instance_id = int(instance[0]) if instance else 0
-            detail = {"superseded": [row[0] for row in superseded]} if superseded else {}
-            cur.execute(_EVENT, (job.id, instance_id, "indexed", json.dumps(detail)))
-            # Routing hook: the routing issue creates one delivery per chosen destination here,
-            # inside this transaction, so an indexed instance is never left unrouted.
+            context = RoutingContext(
+                job.calling_ae or "", job.called_ae or "", job.peer_address, ds
+            )
+            decision = route(self.rules, context)
+            create_deliveries(
+                cur,
+                instance_id,
+                study_id[0] if study_id else None,
+                decision.destinations,
+                self.study_mode_destinations,
+            )
+            detail: dict[str, Any] = {"rules": decision.matched_rules}
+            if superseded:
+                detail["superseded"] = [row[0] for row in superseded]
+            self.events.emit(
+                "ingest_events",
+                job_id=job.id,
+                instance_id=instance_id,
+                kind="indexed",
+                detail=detail,
+            )
             if not finish_ingest_job(cur, job.id, self.name):
                 raise _LeaseLost
         return instance_id
@@ -288,7 +323,9 @@ class IngestWorker:
             reason = f"{reason} (could not move: {exc.strerror})"
         with conn.transaction(), conn.cursor() as cur:
             quarantine_ingest_job(cur, job_id, new_path, reason)
-            cur.execute(_EVENT, (job_id, None, "quarantined", json.dumps({"reason": reason})))
+        self.events.emit(
+            "ingest_events", job_id=job_id, kind="quarantined", detail={"reason": reason}
+        )
         metrics.INGESTED.labels(outcome="quarantined").inc()
         log.warning("ingest job quarantined", extra={"job": job_id, "reason": reason})
 
@@ -296,7 +333,7 @@ class IngestWorker:
         started = time.perf_counter()
         path = self.storage.absolute(job.storage_path)
         try:
-            header = read_header(path)
+            header, ds = read_header(path)
         except FileNotFoundError:
             self.quarantine(conn, job.id, job.storage_path, "file missing from storage")
             return
@@ -304,12 +341,14 @@ class IngestWorker:
             self.quarantine(conn, job.id, job.storage_path, str(exc))
             return
         try:
-            self.index(conn, job, header)
+            self.index(conn, job, header, ds)
         except _LeaseLost:
             log.info("lease lost; another worker owns the job", extra={"job": job.id})
             return
+        elapsed = time.perf_counter() - started
         metrics.INGESTED.labels(outcome="indexed").inc()
-        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+        metrics.INGEST_SECONDS.observe(elapsed)
+        self.events.metric("index", "indexed", elapsed, size_bytes=job.size_bytes)
 
     # -- the loop --------------------------------------------------------------------------
     def run_once(self, conn: psycopg.Connection[Any]) -> int:
@@ -322,6 +361,8 @@ class IngestWorker:
         jobs = claim_ingest_jobs(
             conn, self.name, ingest.batch_size, ingest.lease_seconds, ingest.max_attempts
         )
+        if jobs:
+            self.load_routing(conn)
         for job in jobs:
             if self.stop.is_set():
                 release_ingest_job(conn, job.id, "worker stopping")
@@ -362,5 +403,7 @@ class IngestWorker:
                     continue
                 # Sleep until an insert notifies us, or the poll interval passes (a missed
                 # notification, or a lease that lapsed, is then found by the next claim).
+                self.events.tick()
                 for _ in listener.notifies(timeout=ingest.poll_interval_seconds, stop_after=1):
                     pass
+            self.events.close()
