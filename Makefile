@@ -9,7 +9,7 @@ STATE := $(CURDIR)/var
 export DEBIAN_FRONTEND := noninteractive
 
 # Debian packages the gateway and its tests need (server binaries, DICOM peers).
-SYSTEM_PACKAGES := postgresql postgresql-contrib dcmtk
+SYSTEM_PACKAGES := postgresql postgresql-contrib dcmtk openssl
 
 .PHONY: help
 help: ## list the targets
@@ -36,7 +36,7 @@ venv: $(VENV)/.installed ## the Python virtualenv with the app and its dev tools
 
 $(STATE)/gateway.toml: docs/examples/dev.toml
 	mkdir -p $(STATE)
-	sed 's#@STATE@#$(STATE)#g' $< > $@
+	sed -e 's#@STATE@#$(STATE)#g' -e 's#@ROOT@#$(CURDIR)#g' $< > $@
 
 .PHONY: run
 run: system-deps venv $(STATE)/gateway.toml ## the whole gateway on this machine (DICOM on 11112)

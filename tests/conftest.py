@@ -22,6 +22,7 @@ import pytest
 from dicom_gw.db.cluster import LocalCluster
 from dicom_gw.db.migrate import upgrade
 from dicom_gw.security.phi import create_phi_key
+from dicom_gw.security.tokens import create_key_file
 from tests.support import dicom_env, wait_for
 
 TEMPLATE_DB = "dicom_gw_template"
@@ -105,12 +106,14 @@ class Gateway:
             "forward": {"poll_interval_seconds": 0.5, "lease_seconds": 3},
             "dbpool": {"flush_interval_seconds": 0.2},
             "security": {"phi_key_file": str(self.root / "secrets" / "phi.key")},
+            "auth": {"jwt_key_file": str(self.root / "secrets" / "jwt.key")},
             "logging": {"format": "text", "level": "INFO"},
         }
         for section, values in self.options.items():
             sections.setdefault(section, {}).update(values)
         self.config.write_text(_to_toml(sections))
         create_phi_key(self.root / "secrets" / "phi.key")
+        create_key_file(self.root / "secrets" / "jwt.key")
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "dicom_gw", "--config", str(self.config), *args]

@@ -34,6 +34,8 @@ rule_app = typer.Typer(
     help="Routing rules: which destinations an instance goes to.", no_args_is_help=True
 )
 app.add_typer(rule_app, name="rule")
+user_app = typer.Typer(help="User accounts of the web UI and API.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 queue_app = typer.Typer(
     help="The delivery queue: list, retry, cancel, replay.", no_args_is_help=True
 )
@@ -210,6 +212,51 @@ def worker_cleanup(
         console.print(f"deleted {deleted} file(s)")
         return
     _run_worker("cleanup", CleanupWorker)
+
+
+@app.command()
+def api() -> None:
+    """Serve the REST API (and the built UI when api.ui_dir is set) with gunicorn."""
+    from dicom_gw.api.server import ApiServer
+
+    settings = _settings()
+    _logging(settings, "api")
+    ApiServer(settings).run()
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[list[str], typer.Option("--role", help="admin, operator, viewer, auditor")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file; default: generate one.")
+    ] = None,
+) -> None:
+    """Create a user (the first admin, typically). A generated password is printed once."""
+    import secrets
+
+    from dicom_gw import audit
+    from dicom_gw.services import ServiceError
+    from dicom_gw.services.accounts import create_user
+
+    settings = _settings()
+    password = password_file.read_text().strip() if password_file else secrets.token_urlsafe(18)
+    try:
+        with _db() as conn:
+            user = create_user(conn, settings.auth, username, password, role)
+            audit.record(
+                conn,
+                audit.Actor(_operator(), [], None),
+                "user.create",
+                "success",
+                f"user:{user.id}",
+                {"username": username, "roles": user.roles, "via": "cli"},
+            )
+    except ServiceError as exc:
+        _service_errors(exc)
+    console.print(f"user {username} created with roles {', '.join(user.roles)}")
+    if password_file is None:
+        print(f"password: {password}")
 
 
 # -- destinations --------------------------------------------------------------------------
@@ -529,13 +576,13 @@ def queue_list(
     """Deliveries (newest first) with their last error, and counts per state."""
     from rich.table import Table
 
-    from dicom_gw.queue import delivery_counts, list_deliveries
+    from dicom_gw.queue import delivery_counts_by_destination, page_deliveries
     from dicom_gw.services.destinations import get_destination
 
     with _db() as conn:
         destination_id = get_destination(conn, destination).id if destination else None
-        rows = list_deliveries(conn, state, destination_id, limit)
-        counts = delivery_counts(conn)
+        rows, _total = page_deliveries(conn, state, destination_id, 1, limit)
+        counts = delivery_counts_by_destination(conn)
     table = Table("id", "destination", "state", "attempts", "status", "last error", "next attempt")
     for r in rows:
         status = f"0x{r['last_status']:04X}" if r["last_status"] is not None else ""
@@ -550,7 +597,8 @@ def queue_list(
         )
     out = _stdout()
     out.print(table)
-    out.print("  ".join(f"{name}/{st}: {n}" for name, st, n in counts) or "no deliveries")
+    summary = "  ".join(f"{c['destination']}/{c['state']}: {c['count']}" for c in counts)
+    out.print(summary or "no deliveries")
 
 
 @queue_app.command("history")
@@ -627,9 +675,12 @@ def run() -> None:
     With no database.url configured, a private PostgreSQL cluster is created under
     run.state_dir and stopped again on exit.
     """
+    import shutil
+
     from dicom_gw.db.cluster import LocalCluster
     from dicom_gw.db.migrate import upgrade
     from dicom_gw.security.phi import create_phi_key
+    from dicom_gw.security.tokens import create_key_file
     from dicom_gw.supervisor import Child, Supervisor, self_command
 
     settings = _settings()
@@ -637,6 +688,12 @@ def run() -> None:
     state_dir = settings.run.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     create_phi_key(settings.security.phi_key_file)
+    create_key_file(settings.auth.jwt_key_file)
+    # prometheus-client's multiprocess mode: every child writes its metrics here; start empty.
+    metrics_dir = state_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     cluster: LocalCluster | None = None
     env: dict[str, str] = {}
@@ -652,7 +709,9 @@ def run() -> None:
         from dicom_gw.db.engine import database_url
 
         upgrade(database_url(settings))
+        _first_admin(settings, state_dir)
         children = [Child("scp", self_command(State.config, "scp"), env)]
+        children.append(Child("api", self_command(State.config, "api"), env))
         children += [
             Child(f"ingest.{i}", self_command(State.config, "worker", "ingest"), env)
             for i in range(settings.ingest.workers)
@@ -666,12 +725,45 @@ def run() -> None:
             children.append(Child("cleanup", self_command(State.config, "worker", "cleanup"), env))
         console.print(
             f"[green]dicom-gw running[/green]: DICOM AE {settings.dicom.ae_title} on port "
-            f"{settings.dicom.port}; storage {settings.storage.root}. Ctrl-C stops everything."
+            f"{settings.dicom.port}; web UI and API on http://{settings.api.bind_address}:"
+            f"{settings.api.port}/; storage {settings.storage.root}. Ctrl-C stops everything."
         )
         Supervisor(children).run()
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+def _first_admin(settings: Settings, state_dir: Path) -> None:
+    """With no user yet, create `admin` and print its password once (also kept root-only)."""
+    import secrets
+
+    from dicom_gw import audit
+    from dicom_gw.db.engine import connect
+    from dicom_gw.services.accounts import create_user
+
+    with connect(settings, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM users").fetchone()
+        if row and row[0]:
+            return
+        password = secrets.token_urlsafe(18)
+        create_user(conn, settings.auth, "admin", password, ["admin"])
+        audit.record(
+            conn,
+            audit.SYSTEM,
+            "user.create",
+            "success",
+            "user:admin",
+            {"username": "admin", "roles": ["admin"], "via": "first run"},
+        )
+    secret = state_dir / "secrets" / "admin-password"
+    secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret.touch(mode=0o600)
+    secret.write_text(password + "\n")
+    console.print(
+        f"[bold]first run[/bold]: user [bold]admin[/bold], password [bold]{password}[/bold]"
+        f" (shown once; also in {secret})"
+    )
 
 
 def main() -> None:

@@ -165,6 +165,25 @@ class CleanupSettings(_Section):
 class ApiSettings(_Section):
     bind_address: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    socket: Path | None = None  # a Unix socket instead of bind_address:port (behind nginx)
+    workers: int = Field(default=2, ge=1, le=64)
+    ui_dir: Path | None = None  # built UI served at / (make run); nginx serves it in production
+    max_body_bytes: int = Field(default=600 * 1024 * 1024, ge=1024)
+
+
+class AuthSettings(_Section):
+    jwt_key_file: Path = Path("/etc/dicom-gw/secrets/jwt.key")
+    access_token_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    refresh_token_hours: float = Field(default=12, gt=0, le=90 * 24)
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
+    lockout_minutes: float = Field(default=15, gt=0)
+    password_min_length: int = Field(default=12, ge=8, le=256)
+
+
+class AuditSettings(_Section):
+    syslog_host: str | None = None  # forward each entry as RFC 5424 syslog when set
+    syslog_port: int = Field(default=514, ge=1, le=65535)
+    syslog_protocol: Literal["udp", "tcp"] = "udp"
 
 
 class SecuritySettings(_Section):
@@ -195,6 +214,8 @@ class Settings(BaseSettings):
     dbpool: DbPoolSettings = Field(default_factory=DbPoolSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     run: RunSettings = Field(default_factory=RunSettings)

@@ -13,6 +13,7 @@ instead of being retried forever.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -275,6 +276,15 @@ def record_outcomes(
     sent = [o.delivery_id for o in outcomes if o.sent]
     statuses = [o.status for o in outcomes if o.sent]
     with conn.transaction(), conn.cursor() as cur:
+        # One event per batch for live views (the API's SSE stream); they re-read what changed.
+        cur.execute(
+            "SELECT pg_notify('gw_events', %s)",
+            (
+                json.dumps(
+                    {"type": "delivery", "sent": len(sent), "other": len(outcomes) - len(sent)}
+                ),
+            ),
+        )
         if sent:
             cur.execute(
                 "UPDATE deliveries d SET state = 'sent', sent_at = now(), updated_at = now(),"
@@ -387,32 +397,41 @@ def replay_study(
         return cur.rowcount
 
 
-def delivery_counts(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    rows = conn.execute(
-        "SELECT dest.name, d.state::text, count(*) FROM deliveries d"
-        " JOIN destinations dest ON dest.id = d.destination_id"
-        " GROUP BY dest.name, d.state ORDER BY dest.name, d.state"
-    ).fetchall()
-    return [(str(name), str(state), int(count)) for name, state, count in rows]
-
-
-def list_deliveries(
+def page_deliveries(
     conn: psycopg.Connection[Any],
     state: str | None = None,
     destination_id: int | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
+    page: int = 1,
+    page_size: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """Deliveries newest first, with the instance and study they carry, and the total count."""
+    where = (
+        " WHERE (%(state)s::text IS NULL OR d.state::text = %(state)s)"
+        " AND (%(dest)s::int IS NULL OR d.destination_id = %(dest)s)"
+    )
+    params = {"state": state, "dest": destination_id}
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT d.id, dest.name AS destination, d.state::text AS state, d.attempts,"
-            " d.last_status, d.last_error, d.next_attempt_at, d.updated_at,"
-            " i.sop_instance_uid, st.study_instance_uid"
+        total = cur.execute("SELECT count(*) AS n FROM deliveries d" + where, params).fetchone()
+        rows = cur.execute(
+            "SELECT d.id, d.destination_id, dest.name AS destination, d.state::text AS state,"
+            " d.attempts, d.last_status, d.last_error, d.next_attempt_at, d.updated_at,"
+            " d.sent_at, i.sop_instance_uid, st.study_instance_uid, d.study_id"
             " FROM deliveries d JOIN destinations dest ON dest.id = d.destination_id"
             " JOIN instances i ON i.id = d.instance_id LEFT JOIN studies st ON st.id = d.study_id"
-            " WHERE (%(state)s::text IS NULL OR d.state::text = %(state)s)"
-            " AND (%(dest)s::int IS NULL OR d.destination_id = %(dest)s)"
-            " ORDER BY d.id DESC LIMIT %(limit)s",
-            {"state": state, "dest": destination_id, "limit": limit},
+            + where
+            + " ORDER BY d.id DESC LIMIT %(limit)s OFFSET %(offset)s",
+            params | {"limit": page_size, "offset": (page - 1) * page_size},
+        ).fetchall()
+    return rows, int(total["n"]) if total else 0
+
+
+def delivery_counts_by_destination(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT d.destination_id, dest.name AS destination, d.state::text AS state,"
+            " count(*) AS count FROM deliveries d JOIN destinations dest"
+            " ON dest.id = d.destination_id GROUP BY d.destination_id, dest.name, d.state"
+            " ORDER BY dest.name, d.state"
         ).fetchall()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,26 @@ class LocalCluster:
             )
         return result
 
+    def _check_reachable(self, owner: pwd.struct_passwd) -> None:
+        """PostgreSQL runs as `postgres`: every directory above the cluster must let it through."""
+        for directory in self.root.resolve().parents:
+            info = directory.stat()
+            if info.st_uid == owner.pw_uid or info.st_mode & stat.S_IXOTH:
+                continue
+            if info.st_gid == owner.pw_gid and info.st_mode & stat.S_IXGRP:
+                continue
+            raise ClusterError(
+                f"the 'postgres' user cannot reach {self.root}: {directory} is closed to it. "
+                "Set run.state_dir to a path under a world-traversable directory, or set "
+                "database.url to an existing PostgreSQL."
+            )
+
     def _prepare_dirs(self) -> None:
+        owner = self._owner()
+        if owner is not None:
+            self._check_reachable(owner)
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
-        owner = self._owner()
         for path in (self.root, self.socket_dir):
             path.chmod(0o700)
             if owner is not None:

@@ -31,19 +31,20 @@ def database_url(settings: Settings) -> URL:
     return url
 
 
-def conninfo(settings: Settings) -> str:
-    """A libpq connection string for psycopg, with the application name set for pg_stat_activity."""
+def conninfo(settings: Settings, service: str = "cli") -> str:
+    """A libpq connection string for psycopg. The application name says which service holds a
+    connection: pg_stat_activity (and the health endpoint) can tell which workers are alive."""
     url = database_url(settings).set(drivername="postgresql")
     query = dict(url.query)
-    query.setdefault("application_name", "dicom-gw")
+    query.setdefault("application_name", f"dicom-gw-{service}")
     query.setdefault("connect_timeout", str(int(settings.database.connect_timeout_seconds)))
     return url.set(query=query).render_as_string(hide_password=False)
 
 
 def connect(
-    settings: Settings, *, autocommit: bool = False
+    settings: Settings, *, autocommit: bool = False, service: str = "cli"
 ) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(conninfo(settings), autocommit=autocommit)
+    return psycopg.connect(conninfo(settings, service), autocommit=autocommit)
 
 
 @lru_cache(maxsize=4)

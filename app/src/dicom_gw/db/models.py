@@ -285,6 +285,7 @@ class Delivery(Base):
 
     __table_args__ = (
         Index("ix_deliveries_destination_state_next", "destination_id", "state", "next_attempt_at"),
+        Index("ix_deliveries_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
         # At most one open delivery per (instance, destination); a replay after a final state
         # adds a new row, so history is kept.
         Index(
@@ -345,8 +346,35 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     failed_logins: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    password_changed_at: Mapped[dt.datetime] = _now()
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+
+
+class RefreshToken(Base):
+    """Refresh tokens are stored hashed, used once, and grouped in families for reuse detection."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family: Mapped[str] = mapped_column(String(36), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[dt.datetime] = _now()
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RuntimeSetting(Base):
+    """Settings safe to change while running (retention, watermark, AE allow-list)."""
+
+    __tablename__ = "runtime_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_at: Mapped[dt.datetime] = _now()
+    updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEntry(Base):
@@ -378,8 +406,10 @@ __all__ = [
     "Instance",
     "OperationMetric",
     "Patient",
+    "RefreshToken",
     "RoutingRule",
     "RuleDestination",
+    "RuntimeSetting",
     "Series",
     "SpoolSegment",
     "Study",

@@ -48,6 +48,7 @@ from dicom_gw.dicom.storage import Storage
 from dicom_gw.dicom.tls import server_context
 from dicom_gw.log import setup_logging
 from dicom_gw.queue import ReceivedFile, enqueue_received
+from dicom_gw.services.runtime import apply_runtime, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,22 @@ class Receiver:
         self.settings = settings
         self.storage = storage
         self.pool = pool
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Adopt new settings (the live overrides an admin saved); swaps are atomic per field."""
+        self.settings = settings
         self.policy = AssociationPolicy(
-            settings.dicom, storage.usage_percent, settings.storage.disk_watermark_percent
+            settings.dicom, self.storage.usage_percent, settings.storage.disk_watermark_percent
         )
+
+    def refresh_runtime(self, base: Settings, stop: threading.Event, every: float = 10) -> None:
+        while not stop.wait(every):
+            try:
+                with self.pool.connection() as conn:
+                    self.apply(apply_runtime(base, load_runtime(conn, base)))
+            except Exception as exc:  # keep the last good policy; receiving must go on
+                log.warning("could not refresh runtime settings: %s", type(exc).__name__)
 
     def handlers(self) -> list[Any]:
         return [
@@ -258,7 +272,7 @@ def serve(settings: Settings, index: int = 0, ready: Any = None) -> None:
     storage.prepare()
     configure_pynetdicom(storage.tmp_dir)
     pool: ConnectionPool[Any] = ConnectionPool(
-        conninfo(settings),
+        conninfo(settings, "scp"),
         min_size=1,
         max_size=settings.dicom.max_associations,
         kwargs={"autocommit": True},
@@ -296,6 +310,9 @@ def serve(settings: Settings, index: int = 0, ready: Any = None) -> None:
         ready.set()
 
     stop = threading.Event()
+    threading.Thread(
+        target=receiver.refresh_runtime, args=(settings, stop), name="runtime", daemon=True
+    ).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()

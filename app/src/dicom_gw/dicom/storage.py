@@ -165,5 +165,8 @@ class Storage:
                     yield self.relative(path), mtime
 
     def usage_percent(self) -> float:
-        usage = shutil.disk_usage(self.root)
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent  # not created yet: the file system it will live on
+        usage = shutil.disk_usage(probe)
         return 100.0 * usage.used / usage.total if usage.total else 100.0

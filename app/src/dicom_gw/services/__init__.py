@@ -11,3 +11,7 @@ class ServiceError(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class NotFound(ServiceError):
+    """The thing named does not exist (the API answers 404)."""

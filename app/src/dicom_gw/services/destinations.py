@@ -10,7 +10,7 @@ from psycopg.rows import class_row
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dicom_gw.config import AETitle
-from dicom_gw.services import ServiceError
+from dicom_gw.services import NotFound, ServiceError
 
 
 class DestinationSpec(BaseModel):
@@ -121,7 +121,7 @@ def get_destination(conn: psycopg.Connection[Any], name_or_id: str | int) -> Des
             cur.execute(f"SELECT {_COLUMNS} FROM destinations WHERE name = %s", (name_or_id,))
         row = cur.fetchone()
     if row is None:
-        raise ServiceError("destination", f"no destination '{name_or_id}'")
+        raise NotFound("destination", f"no destination '{name_or_id}'")
     return row
 
 

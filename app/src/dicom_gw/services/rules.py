@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from dicom_gw.routing import Rule, RuleSpec, rule_from_row
-from dicom_gw.services import ServiceError
+from dicom_gw.services import NotFound, ServiceError
 
 _SELECT = """
 SELECT r.id, r.name, r.position, r.enabled, r.stop_processing, r.is_default, r.match,
@@ -58,7 +58,7 @@ def save_rule(conn: psycopg.Connection[Any], spec: RuleSpec, rule_id: int | None
                     values | {"id": rule_id},
                 ).fetchone()
                 if row is None:
-                    raise ServiceError("rule", f"no rule {rule_id}")
+                    raise NotFound("rule", f"no rule {rule_id}")
                 conn.execute("DELETE FROM rule_destinations WHERE rule_id = %s", (rule_id,))
             assert row is not None
             new_id = int(row[0])
@@ -89,7 +89,7 @@ def delete_rule(conn: psycopg.Connection[Any], name: str) -> None:
     with conn.transaction():
         row = conn.execute("DELETE FROM routing_rules WHERE name = %s RETURNING id", (name,))
         if row.fetchone() is None:
-            raise ServiceError("rule", f"no rule named '{name}'")
+            raise NotFound("rule", f"no rule named '{name}'")
 
 
 def set_rule_enabled(conn: psycopg.Connection[Any], name: str, enabled: bool) -> None:
@@ -100,4 +100,4 @@ def set_rule_enabled(conn: psycopg.Connection[Any], name: str, enabled: bool) ->
             (enabled, name),
         )
         if row.fetchone() is None:
-            raise ServiceError("rule", f"no rule named '{name}'")
+            raise NotFound("rule", f"no rule named '{name}'")

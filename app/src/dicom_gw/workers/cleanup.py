@@ -19,6 +19,7 @@ from dicom_gw import metrics
 from dicom_gw.config import Settings
 from dicom_gw.db.engine import connect
 from dicom_gw.dicom.storage import Storage
+from dicom_gw.services.runtime import apply_runtime, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class CleanupWorker:
         return len(rows)
 
     def run_once(self, conn: psycopg.Connection[Any]) -> int:
-        cleanup = self.settings.cleanup
+        # Retention may have been changed live by an admin (runtime settings).
+        cleanup = apply_runtime(self.settings, load_runtime(conn, self.settings)).cleanup
         deleted = 0
         while batch := self.delete_batch(conn, cleanup.retention_hours * 3600, "retention"):
             deleted += batch
@@ -81,7 +83,7 @@ class CleanupWorker:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                with connect(self.settings, autocommit=True) as conn:
+                with connect(self.settings, autocommit=True, service="cleanup") as conn:
                     while not self.stop.is_set():
                         self.run_once(conn)
                         self.stop.wait(self.settings.cleanup.interval_seconds)

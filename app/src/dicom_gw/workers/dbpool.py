@@ -86,7 +86,7 @@ class DbPoolWorker:
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                with connect(self.settings, autocommit=True) as conn:
+                with connect(self.settings, autocommit=True, service="dbpool") as conn:
                     backoff = 1.0
                     while not self.stop.is_set():
                         started = time.monotonic()

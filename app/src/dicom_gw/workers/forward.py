@@ -110,7 +110,7 @@ class Forwarder:
 
     def _serve(self) -> None:
         poll = self.settings.forward.poll_interval_seconds
-        with connect(self.settings, autocommit=True) as conn:
+        with connect(self.settings, autocommit=True, service="forward") as conn:
             conn.execute(f"LISTEN {DELIVERY_CHANNEL}")
             log.info("forward worker ready", extra={"worker": self.name})
             last_refresh = 0.0
@@ -148,7 +148,7 @@ class DestinationSender(threading.Thread):
     def run(self) -> None:
         while not self.forwarder.stop.is_set():
             try:
-                with connect(self.forwarder.settings, autocommit=True) as conn:
+                with connect(self.forwarder.settings, autocommit=True, service="forward") as conn:
                     self._serve(conn)
             except psycopg.OperationalError as exc:
                 log.error("sender lost the database: %s", type(exc).__name__)

@@ -13,6 +13,7 @@ cannot parse is moved to ``quarantine/`` with the reason recorded: kept, not dro
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import socket
@@ -193,6 +194,10 @@ RETURNING id
 """
 
 
+def detail_study(row: Any) -> int | None:
+    return int(row[0]) if row else None
+
+
 class _LeaseLost(Exception):
     """Another worker took this job over after our lease lapsed; its result wins."""
 
@@ -307,6 +312,18 @@ class IngestWorker:
                 kind="indexed",
                 detail=detail,
             )
+            cur.execute(
+                "SELECT pg_notify('gw_events', %s)",
+                (
+                    json.dumps(
+                        {
+                            "type": "ingest",
+                            "study_id": detail_study(study_id),
+                            "instance_id": instance_id,
+                        }
+                    ),
+                ),
+            )
             if not finish_ingest_job(cur, job.id, self.name):
                 raise _LeaseLost
         return instance_id
@@ -392,8 +409,8 @@ class IngestWorker:
     def _serve(self) -> None:
         ingest = self.settings.ingest
         with (
-            connect(self.settings, autocommit=True) as conn,
-            connect(self.settings, autocommit=True) as listener,
+            connect(self.settings, autocommit=True, service="ingest") as conn,
+            connect(self.settings, autocommit=True, service="ingest") as listener,
         ):
             listener.execute(f"LISTEN {INGEST_CHANNEL}")
             recover_incoming(conn, self.storage, ingest.recovery_grace_seconds)
