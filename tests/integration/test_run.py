@@ -97,6 +97,12 @@ def test_run_starts_the_whole_gateway() -> None:
         assert states["database"] == states["migrations"] == states["storage"] == "ok"
         for service in ("scp", "ingest", "forward", "dbpool", "cleanup"):
             assert states[service] == "ok", (service, health)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            exposition = response.read().decode()
+        # Counters from the receiver processes (multiprocess mode) and gauges from the database.
+        assert re.search(r"^dicomgw_received_instances_total 3\.0$", exposition, re.M), exposition
+        assert "dicomgw_disk_used_percent" in exposition
+        assert "dicomgw_ingest_jobs" in exposition
         status, ready = http("GET", f"{base}/readyz")
         assert status == 200 and ready["ready"] is True  # type: ignore[index]
     finally:

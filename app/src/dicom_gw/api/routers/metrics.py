@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from dicom_gw.api.deps import Db, State
@@ -75,15 +76,54 @@ def summary(conn: Db, state: State) -> dict[str, Any]:
     }
 
 
+class _StateCollector:
+    """Gauges read from the database and the disk at scrape time: queue depth per destination
+    and state, ingest backlog, disk usage. Counters and histograms come from the processes."""
+
+    def __init__(self, conn: Any, storage: Storage, watermark: float) -> None:
+        self.conn, self.storage, self.watermark = conn, storage, watermark
+
+    def collect(self) -> Any:
+        deliveries = GaugeMetricFamily(
+            "dicomgw_deliveries",
+            "Deliveries by destination and state",
+            labels=["destination", "state"],
+        )
+        for name, state, count in self.conn.execute(
+            "SELECT t.name, d.state::text, count(*) FROM deliveries d"
+            " JOIN destinations t ON t.id = d.destination_id GROUP BY t.name, d.state"
+        ).fetchall():
+            deliveries.add_metric([name, state], count)
+        yield deliveries
+        ingest = GaugeMetricFamily("dicomgw_ingest_jobs", "Ingest jobs by state", labels=["state"])
+        for state, count in self.conn.execute(
+            "SELECT state::text, count(*) FROM ingest_jobs WHERE state IN ('pending', 'claimed',"
+            " 'quarantined') GROUP BY state"
+        ).fetchall():
+            ingest.add_metric([state], count)
+        yield ingest
+        yield GaugeMetricFamily(
+            "dicomgw_disk_used_percent",
+            "Storage file system usage",
+            value=self.storage.usage_percent(),
+        )
+        yield GaugeMetricFamily(
+            "dicomgw_disk_watermark_percent", "Refusal watermark", value=self.watermark
+        )
+
+
 @router.get("/metrics", include_in_schema=False)
-def prometheus() -> Response:
-    """Metrics of every gateway process, via prometheus-client's multiprocess directory."""
+def prometheus(conn: Db, state: State) -> Response:
+    """Metrics of every gateway process (prometheus-client multiprocess mode) and the queues."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        data = generate_latest(registry)
     else:
         from prometheus_client import REGISTRY
 
-        data = generate_latest(REGISTRY)
+        registry = REGISTRY
+    storage = Storage(state.settings.storage.root)
+    extra = CollectorRegistry()
+    extra.register(_StateCollector(conn, storage, state.settings.storage.disk_watermark_percent))
+    data = generate_latest(registry) + generate_latest(extra)
     return Response(data, media_type=CONTENT_TYPE_LATEST)
