@@ -230,3 +230,29 @@ def test_bad_input_gets_a_clear_4xx(api: Api) -> None:
         assert response.status_code == 200 and response.json()["total"] == 0  # type: ignore[attr-defined]
     traversal = api.as_role("operator", "GET", "/api/v1/instances/..%2F..%2Fetc%2Fpasswd/file")
     assert traversal.status_code in (404, 422)  # type: ignore[attr-defined]
+
+
+def test_audit_entries_are_forwarded_as_rfc5424_syslog(make_gateway: object) -> None:
+    import socket as socketlib
+
+    from fastapi.testclient import TestClient
+
+    from dicom_gw.api.app import create_app
+    from dicom_gw.config import load_settings
+
+    collector = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(10)
+    gw = make_gateway(
+        audit={
+            "syslog_host": "127.0.0.1",  # type: ignore[operator]
+            "syslog_port": collector.getsockname()[1],
+        }
+    )
+    with TestClient(create_app(load_settings(gw.config))) as client:
+        client.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"})
+    message = collector.recv(4096).decode()
+    collector.close()
+    assert message.startswith("<108>1 ")  # facility 13 (log audit), severity 4 (warning)
+    assert 'action="auth.login"' in message and 'outcome="failure"' in message
+    assert "nope" not in message
