@@ -71,20 +71,23 @@ _COLUMNS = ", ".join(Destination.__dataclass_fields__)
 _FIELDS = [name for name in DestinationSpec.model_fields]
 
 
-def create_destination(conn: psycopg.Connection[Any], spec: DestinationSpec) -> Destination:
-    values = spec.model_dump()
+def _write(conn: psycopg.Connection[Any], sql: str, values: dict[str, Any]) -> Destination:
     try:
         with conn.transaction(), conn.cursor(row_factory=class_row(Destination)) as cur:
-            cur.execute(
-                f"INSERT INTO destinations ({', '.join(_FIELDS)})"
-                f" VALUES ({', '.join('%(' + f + ')s' for f in _FIELDS)}) RETURNING {_COLUMNS}",
-                values,
-            )
-            row = cur.fetchone()
+            row = cur.execute(sql, values).fetchone()
     except psycopg.errors.UniqueViolation as exc:
-        raise ServiceError("name", f"a destination named '{spec.name}' exists") from exc
+        raise ServiceError("name", f"a destination named '{values['name']}' exists") from exc
     assert row is not None
     return row
+
+
+def create_destination(conn: psycopg.Connection[Any], spec: DestinationSpec) -> Destination:
+    return _write(
+        conn,
+        f"INSERT INTO destinations ({', '.join(_FIELDS)})"
+        f" VALUES ({', '.join('%(' + f + ')s' for f in _FIELDS)}) RETURNING {_COLUMNS}",
+        spec.model_dump(),
+    )
 
 
 def update_destination(
@@ -93,19 +96,12 @@ def update_destination(
     current = get_destination(conn, name)
     merged = {f: getattr(current, f) for f in _FIELDS} | changes
     spec = DestinationSpec.model_validate(merged)
-    values = spec.model_dump() | {"id": current.id}
-    try:
-        with conn.transaction(), conn.cursor(row_factory=class_row(Destination)) as cur:
-            cur.execute(
-                f"UPDATE destinations SET {', '.join(f'{f} = %({f})s' for f in _FIELDS)},"
-                f" updated_at = now() WHERE id = %(id)s RETURNING {_COLUMNS}",
-                values,
-            )
-            row = cur.fetchone()
-    except psycopg.errors.UniqueViolation as exc:
-        raise ServiceError("name", f"a destination named '{spec.name}' exists") from exc
-    assert row is not None
-    return row
+    return _write(
+        conn,
+        f"UPDATE destinations SET {', '.join(f'{f} = %({f})s' for f in _FIELDS)},"
+        f" updated_at = now() WHERE id = %(id)s RETURNING {_COLUMNS}",
+        spec.model_dump() | {"id": current.id},
+    )
 
 
 def list_destinations(conn: psycopg.Connection[Any]) -> list[Destination]:

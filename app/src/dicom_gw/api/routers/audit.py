@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from dicom_gw import audit
@@ -17,50 +17,36 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 Text = Annotated[str | None, Query(max_length=256)]
 
 
-def _filters(
-    q: str | None,
-    actor_name: str | None,
-    action: str | None,
-    outcome: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
+def audit_filters(
+    q: Text = None,
+    actor_name: Annotated[str | None, Query(alias="actor", max_length=64)] = None,
+    action: Text = None,
+    outcome: Text = None,
+    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
 ) -> audit.AuditFilters:
+    """The filters shared by search and export, as one dependency."""
     return audit.AuditFilters(
         q=q, actor=actor_name, action=action, outcome=outcome, since=since, until=until
     )
 
 
+Filters = Annotated[audit.AuditFilters, Depends(audit_filters)]
+
+
 @router.get("", response_model=Page[dict[str, Any]])
 def search(
     conn: Db,
-    q: Text = None,
-    actor_name: Annotated[str | None, Query(alias="actor", max_length=64)] = None,
-    action: Text = None,
-    outcome: Text = None,
-    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    filters: Filters,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[dict[str, Any]]:
-    rows, total = audit.search(
-        conn, _filters(q, actor_name, action, outcome, since, until), page, page_size
-    )
+    rows, total = audit.search(conn, filters, page, page_size)
     return Page(items=rows, total=total, page=page, page_size=page_size)
 
 
 @router.get("/export", response_class=StreamingResponse)
-def export(
-    request: Request,
-    conn: Db,
-    state: State,
-    q: Text = None,
-    actor_name: Annotated[str | None, Query(alias="actor", max_length=64)] = None,
-    action: Text = None,
-    outcome: Text = None,
-    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
-) -> StreamingResponse:
-    filters = _filters(q, actor_name, action, outcome, since, until)
+def export(request: Request, conn: Db, state: State, filters: Filters) -> StreamingResponse:
     audit.record(
         conn,
         actor(request),
