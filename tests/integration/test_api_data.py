@@ -256,3 +256,15 @@ def test_audit_entries_are_forwarded_as_rfc5424_syslog(make_gateway: object) -> 
     assert message.startswith("<108>1 ")  # facility 13 (log audit), severity 4 (warning)
     assert 'action="auth.login"' in message and 'outcome="failure"' in message
     assert "nope" not in message
+
+
+def test_runtime_settings_change_the_running_scp(api: Api) -> None:
+    gw = api.gateway
+    gw.start_scp()
+    assert not gw.echo_ok(calling="NEWMODALITY")
+    callers = [{"ae_title": a, "networks": []} for a in ("STORESCU", "ECHOSCU", "NEWMODALITY")]
+    response = api.as_role("admin", "PATCH", "/api/v1/settings", json={"allowed_callers": callers})
+    assert response.status_code == 200, response.text  # type: ignore[attr-defined]
+    assert [c["ae_title"] for c in response.json()["allowed_callers"]][-1] == "NEWMODALITY"  # type: ignore[attr-defined]
+    # Receivers re-read the live settings every few seconds: no restart needed.
+    wait_for(lambda: gw.echo_ok(calling="NEWMODALITY"), timeout=40, what="the new caller accepted")
