@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -69,3 +70,50 @@ def dataset_offset(path: Path) -> int:
 def dataset_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     return data[dataset_offset(path) :]
+
+
+class CuttingProxy:
+    """A TCP proxy that forwards a connection until `cut_after` bytes went upstream, then drops
+    both sides: a sender that vanishes mid-data set, at a byte count the test chooses."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.cut_after = cut_after
+        self.forwarded = 0
+        self.cut = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+
+        def back() -> None:
+            try:
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        try:
+            while self.forwarded < self.cut_after and (data := client.recv(65536)):
+                allowed = data[: self.cut_after - self.forwarded]
+                upstream.sendall(allowed)
+                self.forwarded += len(allowed)
+        except OSError:
+            pass
+        for sock in (upstream, client):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._listener.close()
+        self.cut.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -207,29 +208,31 @@ def test_failure_statuses_only_affect_the_instances_refused(
 
 
 def test_killing_the_forward_worker_mid_batch_loses_nothing(
-    make_gateway: Callable[..., Gateway], sinks: Callable[..., StoreSCP], tmp_path: Path
+    make_gateway: Callable[..., Gateway], recording_sinks: list[RecordingSCP], tmp_path: Path
 ) -> None:
     gw = make_gateway()
     gw.start_scp()
     gw.start_ingest()
-    sink = sinks("SINK")
-    gw.add_destination("sink", "SINK", sink.port, "--batch-size", "40")
-    gw.add_rule("all", "--to", "sink")
-    files = ct_series(tmp_path / "ct", count=200, size=64)
+    # A destination that takes ~20 ms per instance: the worker is surely mid-batch when killed.
+    sink = RecordingSCP("SLOW", free_port(), fail=lambda ds: time.sleep(0.02))  # type: ignore[func-returns-value]
+    recording_sinks.append(sink.start())
+    gw.add_destination("slow", "SLOW", sink.port, "--batch-size", "40")
+    gw.add_rule("all", "--to", "slow")
+    files = ct_series(tmp_path / "ct", count=120, size=32)
     assert storescu(gw.port, *files).returncode == 0
-    gw.wait_indexed(200)
+    gw.wait_indexed(120)
 
     worker = gw.start_forward("forward-a")
-    wait_for(lambda: len(sink.received()) >= 10, timeout=60, what="forwarding under way")
+    wait_for(lambda: len(sink.uids()) >= 10, timeout=60, what="forwarding under way")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     gw.processes.pop("forward-a")
-    assert len(sink.received()) < 200, "the worker finished before it could be killed"
+    assert len(sink.uids()) < 120
 
     gw.start_forward("forward-b")
-    wait_for(lambda: len(sink.received()) == 200, timeout=120, what="every instance at the sink")
-    assert set(sink.received()) == {uid_of(p) for p in files}
-    wait_for(lambda: gw.delivery_states() == {"sent": 200}, timeout=60, what="all marked sent")
+    wait_for(lambda: len(sink.uids()) == 120, timeout=120, what="every instance at the sink")
+    assert sink.uids() == {uid_of(p) for p in files}
+    wait_for(lambda: gw.delivery_states() == {"sent": 120}, timeout=60, what="all marked sent")
 
 
 def test_study_mode_holds_until_quiet_then_sends_in_one_association(

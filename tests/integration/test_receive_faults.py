@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import Gateway
 from tests.dicom_data import ct_series
-from tests.support import dicom_env, storescu, wait_for
+from tests.support import CuttingProxy, dicom_env, storescu, wait_for
 
 
 def echoscu(gateway: Gateway, calling: str, called: str) -> subprocess.CompletedProcess[str]:
@@ -129,29 +129,11 @@ def test_garbage_and_truncated_pdus_do_not_stop_the_scp(gateway: Gateway) -> Non
 
 
 def test_a_data_set_cut_mid_stream_is_never_indexed(gateway: Gateway, tmp_path: Path) -> None:
-    [large] = ct_series(tmp_path / "big", count=1, size=512, frames=160)  # ~80 MB
-    tmp_dir = next((gateway.storage / "tmp").iterdir())
-    sender = subprocess.Popen(
-        [
-            "storescu",
-            "-aet",
-            "STORESCU",
-            "-aec",
-            "DICOM_GW",
-            "127.0.0.1",
-            str(gateway.port),
-            str(large),
-        ],
-        env=dicom_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(
-        lambda: any(f.stat().st_size > 1 << 20 for f in tmp_dir.iterdir()),
-        what="a partial receipt on disk",
-    )
-    sender.send_signal(signal.SIGKILL)
-    sender.wait()
+    [large] = ct_series(tmp_path / "big", count=1, size=512, frames=20)  # ~10 MB
+    proxy = CuttingProxy(gateway.port, cut_after=3 << 20)  # the sender vanishes after 3 MB
+    result = storescu(proxy.port, large)
+    assert result.returncode != 0
+    assert proxy.cut.wait(30) and proxy.forwarded == 3 << 20
     # The association is gone mid-data set: the SCP serves the next one, indexes nothing.
     [small] = ct_series(tmp_path / "small", count=1, size=16, seed=2)
     assert storescu(gateway.port, small).returncode == 0
