@@ -246,3 +246,21 @@ def test_a_one_gigabyte_object_streams_to_disk_with_bounded_memory(
     gateway.wait_indexed(1, timeout=120)
     [(size,)] = gateway.sql("SELECT size_bytes FROM instances")
     assert size >= huge.stat().st_size - 1024
+
+
+def test_a_receipt_whose_record_was_lost_is_reconciled_while_running(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    # The SCP commits records asynchronously: a PostgreSQL crash can lose the last few while the
+    # files are durable. Reconciliation finds such files without a restart.
+    gw = make_gateway(ingest={"reconcile_interval_seconds": 1, "recovery_grace_seconds": 0})
+    gw.start_scp()
+    gw.start_ingest()
+    [source] = ct_series(tmp_path / "ct", count=1, size=16)
+    orphan = gw.storage / "incoming" / "20261128" / "10" / "lost-record.dcm"
+    orphan.parent.mkdir(parents=True)
+    shutil.copy(source, orphan)
+    gw.wait_indexed(1, timeout=30)
+    assert gw.sql("SELECT storage_path, source FROM ingest_jobs") == [
+        ("incoming/20261128/10/lost-record.dcm", "recovery")
+    ]

@@ -130,6 +130,7 @@ class IngestSettings(_Section):
     max_attempts: int = Field(default=5, ge=1, le=100)
     poll_interval_seconds: float = Field(default=5, gt=0)
     recovery_grace_seconds: float = Field(default=300, ge=0)
+    reconcile_interval_seconds: float = Field(default=300, gt=0)
 
 
 class ForwardSettings(_Section):

@@ -219,7 +219,7 @@ WITH picked AS (
      WHERE destination_id = %(destination)s
        AND ((state IN ('pending', 'retry') AND next_attempt_at <= now())
             OR (state = 'claimed' AND lease_expires_at < now()))
-     ORDER BY study_id NULLS LAST, next_attempt_at, id
+     ORDER BY next_attempt_at, id
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED),
 claimed AS (

@@ -110,6 +110,10 @@ class Storage:
             size = f.tell()
             if self.fsync:
                 os.fsync(f.fileno())
+        return self.place(received, digest.hexdigest(), size)
+
+    def place(self, received: Path, sha256: str, size: int) -> StoredFile:
+        """Rename a written and fsynced receipt into ``incoming/`` and sync the directory."""
         target = self._incoming_target()
         self._ensure_dir(target.parent)
         os.rename(received, target)
@@ -120,7 +124,7 @@ class Storage:
                 # Not durable means not acknowledged; do not leave it for recovery to index.
                 target.unlink(missing_ok=True)
                 raise
-        return StoredFile(self.relative(target), digest.hexdigest(), size)
+        return StoredFile(self.relative(target), sha256, size)
 
     def discard(self, relative_path: str) -> None:
         """Remove a file whose receipt failed after it was made durable (never acknowledged)."""

@@ -295,7 +295,9 @@ class DestinationSender(threading.Thread):
     def _store(self, assoc: Any, destination: Destination, task: DeliveryTask) -> DeliveryOutcome:
         started = time.perf_counter()
         path = self.forwarder.storage.absolute(task.storage_path)
-        result: StoreResult = send_file(assoc, path, task.sop_class_uid, task.transfer_syntax_uid)
+        result: StoreResult = send_file(
+            assoc, path, task.sop_class_uid, task.transfer_syntax_uid, task.sop_instance_uid
+        )
         elapsed = time.perf_counter() - started
         metrics.FORWARD_SECONDS.labels(destination=destination.name).observe(elapsed)
         if result.success or (result.warning and destination.warning_is_success):

@@ -414,8 +414,13 @@ class IngestWorker:
         ):
             listener.execute(f"LISTEN {INGEST_CHANNEL}")
             recover_incoming(conn, self.storage, ingest.recovery_grace_seconds)
+            reconciled = time.monotonic()
             log.info("ingest worker ready", extra={"worker": self.name})
             while not self.stop.is_set():
+                if time.monotonic() - reconciled >= ingest.reconcile_interval_seconds:
+                    # Receipts whose record a PostgreSQL crash lost (asynchronous commit).
+                    recover_incoming(conn, self.storage, ingest.recovery_grace_seconds)
+                    reconciled = time.monotonic()
                 if self.run_once(conn) >= ingest.batch_size:
                     continue
                 # Sleep until an insert notifies us, or the poll interval passes (a missed
