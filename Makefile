@@ -39,7 +39,7 @@ $(STATE)/gateway.toml: docs/examples/dev.toml
 	sed -e 's#@STATE@#$(STATE)#g' -e 's#@ROOT@#$(CURDIR)#g' $< > $@
 
 .PHONY: run
-run: system-deps venv $(STATE)/gateway.toml ## the whole gateway on this machine (DICOM on 11112)
+run: system-deps venv frontend-build $(STATE)/gateway.toml ## the gateway here: DICOM 11112, UI 8080
 	$(VENV)/bin/dicom-gw --config $(STATE)/gateway.toml run
 
 .PHONY: lint-python
@@ -52,10 +52,26 @@ lint-python: venv ## ruff (lint + format check) and mypy
 test-python: system-deps venv ## unit and integration tests (real PostgreSQL, real dcmtk peers)
 	$(PY) -m pytest
 
+# Debian's Chromium for the browser tests (Playwright drives it; nothing is downloaded).
+BROWSER_PACKAGES := chromium fonts-liberation
+
+.PHONY: browser-deps
+browser-deps:
+	@missing=""; for p in $(BROWSER_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+.PHONY: test-e2e
+test-e2e: system-deps venv browser-deps frontend-build ## the web UI in Chromium against the real stack
+	$(PY) -m pytest tests/e2e -p no:cacheprovider
+
 -include mk/*.mk
 
 .PHONY: lint
 lint: lint-python $(if $(wildcard mk/ansible.mk),lint-ansible) ## every linter
 
 .PHONY: test
-test: lint test-python $(if $(wildcard mk/ansible.mk),molecule) ## everything CI runs
+test: lint test-python frontend-test test-e2e $(if $(wildcard mk/ansible.mk),molecule) ## all CI runs
