@@ -36,8 +36,10 @@ def storescu(
     calling: str = "STORESCU",
     called: str = "DICOM_GW",
     extra: tuple[str, ...] = (),
+    propose: str = "-R",
 ) -> subprocess.CompletedProcess[str]:
-    """Send files in one association, proposing each file's own transfer syntax (-R)."""
+    """Send files in one association, proposing each file's own transfer syntax (-R); for RLE
+    files dcmtk needs -xr instead (with -R it picks an uncompressed context and fails)."""
     return subprocess.run(
         [
             "storescu",
@@ -45,7 +47,7 @@ def storescu(
             calling,
             "-aec",
             called,
-            "-R",
+            propose,
             *extra,
             "127.0.0.1",
             str(port),

@@ -327,3 +327,26 @@ def test_destination_and_rule_commands_refuse_bad_input_naming_the_field(
     assert unknown.returncode == 2 and "destinations.1" in unknown.stderr
     listing = gw.cli("destination", "list")
     assert "echo-me" in listing.stdout
+
+
+def test_a_destination_refusing_the_stored_transfer_syntax_is_a_failure_with_that_reason(
+    forwarding: Gateway, recording_sinks: list[RecordingSCP], tmp_path: Path
+) -> None:
+    from pydicom.uid import RLELossless
+
+    gw = forwarding
+    sink = RecordingSCP("PLAIN_ONLY", free_port())  # accepts only uncompressed syntaxes
+    recording_sinks.append(sink.start())
+    gw.add_destination("plain", "PLAIN_ONLY", sink.port, "--max-retries", "0")
+    gw.add_rule("all", "--to", "plain")
+    [plain] = ct_series(tmp_path / "ct", count=1, size=32)
+    ds = pydicom.dcmread(plain)
+    # RLE: the gateway must not transcode it to please the destination.
+    ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle, enforce_file_format=True)
+    assert storescu(gw.port, rle, propose="-xr").returncode == 0
+    wait_for(lambda: gw.delivery_states() == {"dead": 1}, timeout=60, what="the refusal")
+    [(error,)] = gw.sql("SELECT last_error FROM deliveries")
+    assert "transfer syntax not accepted" in error and str(RLELossless) in error
+    assert sink.uids() == set()
