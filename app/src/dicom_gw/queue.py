@@ -78,7 +78,7 @@ UPDATE ingest_jobs AS j
        lease_expires_at = now() + make_interval(secs => %(lease)s)
  WHERE j.id IN (
         SELECT id FROM ingest_jobs
-         WHERE state = 'pending'
+         WHERE (state = 'pending' AND attempts < %(max)s)
             OR (state = 'claimed' AND lease_expires_at < now() AND attempts < %(max)s)
          ORDER BY id
          LIMIT %(limit)s
@@ -136,8 +136,8 @@ def exhausted_ingest_jobs(
 ) -> list[tuple[int, str]]:
     """Jobs whose lease lapsed after their last allowed attempt: they must not be claimed again."""
     rows = conn.execute(
-        "SELECT id, storage_path FROM ingest_jobs WHERE state = 'claimed'"
-        " AND lease_expires_at < now() AND attempts >= %s",
+        "SELECT id, storage_path FROM ingest_jobs WHERE attempts >= %s AND (state = 'pending'"
+        " OR (state = 'claimed' AND lease_expires_at < now()))",
         (max_attempts,),
     ).fetchall()
     return [(int(row[0]), str(row[1])) for row in rows]

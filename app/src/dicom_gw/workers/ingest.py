@@ -81,7 +81,9 @@ def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
-    return str(value).strip()[:limit] or None
+    # NUL is not valid in DICOM text and PostgreSQL cannot store it: drop it from the index
+    # (the stored file keeps every byte as received).
+    return str(value).replace("\x00", "").strip()[:limit] or None
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -388,6 +390,14 @@ class IngestWorker:
                 self.process(conn, job)
             except psycopg.OperationalError:
                 raise
+            except psycopg.DataError as exc:
+                # A value the index cannot hold: retrying cannot help, so keep it aside.
+                self.quarantine(
+                    conn,
+                    job.id,
+                    job.storage_path,
+                    f"not indexable: {type(exc).__name__}: {str(exc)[:200]}",
+                )
             except psycopg.Error as exc:
                 log.error("ingest job failed: %s", type(exc).__name__, extra={"job": job.id})
                 release_ingest_job(conn, job.id, f"database error: {type(exc).__name__}")
