@@ -181,3 +181,25 @@ def test_phi_is_encrypted_at_rest(gateway: Gateway, tmp_path: Path) -> None:
     key = (gateway.root / "secrets" / "phi.key").read_text().strip()
     [(name,)] = gateway.sql("SELECT pgp_sym_decrypt(patient_name_enc, %s) FROM patients", (key,))
     assert name == "Doe^Jane"
+
+
+def test_the_file_meta_records_who_sent_it_to_whom_from_where(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    [source] = ct_series(tmp_path / "ct", count=1, size=16)
+    assert storescu(gateway.port, source).returncode == 0
+    [(path,)] = gateway.sql("SELECT storage_path FROM ingest_jobs")
+    meta = pydicom.filereader.read_file_meta_info(gateway.storage / path)
+    assert meta.SendingApplicationEntityTitle == "STORESCU"
+    assert meta.ReceivingApplicationEntityTitle == "DICOM_GW"
+    assert meta.SendingPresentationAddress == "dicom://127.0.0.1"
+    # What recovery reads back if the record were lost.
+    from dicom_gw.dicom.storage import Storage
+    from dicom_gw.recovery import _describe
+
+    described = _describe(Storage(gateway.storage), path)
+    assert (described.calling_ae, described.called_ae, described.peer_address) == (
+        "STORESCU",
+        "DICOM_GW",
+        "127.0.0.1",
+    )

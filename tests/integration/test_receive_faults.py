@@ -219,6 +219,7 @@ def test_a_durable_file_without_a_record_is_recovered_at_start(
     partial.write_bytes(b"\x00" * 500)
     gw.start_scp()
     [(path, source_kind)] = gw.sql("SELECT storage_path, source FROM ingest_jobs")
+    assert gw.sql("SELECT calling_ae FROM ingest_jobs") == [(None,)]  # a foreign file: unknown
     assert (path, source_kind) == ("incoming/20261128/09/orphan.dcm", "recovery")
     assert not partial.exists()  # never acknowledged, so swept
     gw.start_ingest()

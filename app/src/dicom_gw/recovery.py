@@ -27,12 +27,17 @@ def _describe(storage: Storage, relative_path: str) -> ReceivedFile:
 
     path = storage.absolute(relative_path)
     sha256, size = sha256_of(path)
-    sop_instance = sop_class = transfer_syntax = None
+    sop_instance = sop_class = transfer_syntax = calling = called = peer = None
     try:
         meta = read_file_meta_info(path)
         sop_instance = str(meta.get("MediaStorageSOPInstanceUID", "")) or None
         sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or None
         transfer_syntax = str(meta.get("TransferSyntaxUID", "")) or None
+        calling = str(meta.get("SendingApplicationEntityTitle", "")).strip() or None
+        called = str(meta.get("ReceivingApplicationEntityTitle", "")).strip() or None
+        address = str(meta.get("SendingPresentationAddress", ""))
+        if address.startswith("dicom://"):
+            peer = address.removeprefix("dicom://").strip("[]") or None
     except Exception as exc:  # unreadable meta: the ingest worker quarantines it with the reason
         log.warning("recovered file has unreadable file meta: %s", type(exc).__name__)
     return ReceivedFile(
@@ -42,9 +47,9 @@ def _describe(storage: Storage, relative_path: str) -> ReceivedFile:
         sop_instance_uid=sop_instance,
         sop_class_uid=sop_class,
         transfer_syntax_uid=transfer_syntax,
-        calling_ae=None,
-        called_ae=None,
-        peer_address=None,
+        calling_ae=calling,
+        called_ae=called,
+        peer_address=peer,
         source="recovery",
     )
 

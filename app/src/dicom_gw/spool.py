@@ -12,14 +12,18 @@ crash between the load and the unlink cannot load it twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # The tables and columns a segment may write to: nothing else can be named through a file.
 TABLES: dict[str, tuple[str, ...]] = {
@@ -57,6 +61,7 @@ class EventSpool:
         self._records = 0
         self._opened_at = 0.0
         self._sequence = 0
+        self._dropped = 0
 
     def emit(self, table: str, **row: Any) -> None:
         if table not in TABLES:
@@ -65,12 +70,19 @@ class EventSpool:
         row.setdefault(time_column, dt.datetime.now(dt.UTC).isoformat())
         line = json.dumps({"table": table, "row": row}, default=str) + "\n"
         with self._lock:
-            if self._file is None:
-                self._open()
-            self._file.write(line)
-            self._records += 1
-            if self._records >= self.max_records:
-                self._rotate()
+            try:
+                if self._file is None:
+                    self._open()
+                self._file.write(line)
+                self._records += 1
+                if self._records >= self.max_records:
+                    self._rotate()
+            except OSError as exc:
+                # Telemetry must never stop the work it describes (a full disk, say): drop it.
+                self._dropped += 1
+                if self._dropped in (1, 1000):
+                    log.warning("event spool unavailable, dropping events: %s", exc.strerror)
+                self._file = None
 
     def metric(self, operation: str, outcome: str, duration: float, **extra: Any) -> None:
         self.emit(
@@ -84,7 +96,7 @@ class EventSpool:
 
     def tick(self) -> None:
         """Rotate an old segment; producers call this when idle so events never linger."""
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):
             if (
                 self._file is not None
                 and time.monotonic() - self._opened_at >= self.max_age_seconds
@@ -92,7 +104,7 @@ class EventSpool:
                 self._rotate()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):
             if self._file is not None:
                 self._rotate()
 

@@ -9,6 +9,12 @@ from gunicorn.app.base import BaseApplication
 from dicom_gw.config import Settings
 
 
+def _die_with_master(server: Any, worker: Any) -> None:
+    from dicom_gw.supervisor import _die_with_parent
+
+    _die_with_parent()
+
+
 class ApiServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -27,6 +33,8 @@ class ApiServer(BaseApplication):  # type: ignore[misc]
             "errorlog": "-",
             "proc_name": "dicom-gw-api",
             "umask": 0o007,
+            # A worker must not outlive a killed master and keep the port from its successor.
+            "post_fork": _die_with_master,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

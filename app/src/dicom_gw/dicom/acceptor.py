@@ -251,7 +251,14 @@ class Association:
             return None
         request = StoreRequest(sop_class, sop_instance, transfer_syntax, self.calling_ae,
                                self.request_called_ae, self.peer)  # fmt: skip
-        meta = file_meta(sop_class or abstract, sop_instance, transfer_syntax, self.calling_ae)
+        meta = file_meta(
+            sop_class or abstract,
+            sop_instance,
+            transfer_syntax,
+            self.calling_ae,
+            self.request_called_ae,
+            self.peer,
+        )
         message.request = request
         message.file = self.target.open_receipt(request, meta)
         message.digest = hashlib.sha256(meta)

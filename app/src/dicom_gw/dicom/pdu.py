@@ -157,7 +157,14 @@ def p_data(context_id: int, control: int, data: bytes) -> bytes:
     return pdu(P_DATA_TF, pdv)
 
 
-def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str) -> bytes:
+def file_meta(
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str,
+    calling_ae: str,
+    called_ae: str = "",
+    peer_address: str = "",
+) -> bytes:
     """Preamble, DICM and File Meta Information (PS3.10 7.1) for a received data set."""
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
@@ -166,8 +173,16 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, calling_a
     meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION.decode()
+    # Who sent it, to whom, from where (PS3.10 7.1): the file carries the association's facts, so
+    # a receipt whose database record was lost is recovered with them and routed as received.
     if calling_ae:
         meta.SourceApplicationEntityTitle = calling_ae
+        meta.SendingApplicationEntityTitle = calling_ae
+    if called_ae:
+        meta.ReceivingApplicationEntityTitle = called_ae
+    if peer_address:
+        host = f"[{peer_address}]" if ":" in peer_address else peer_address
+        meta.SendingPresentationAddress = f"dicom://{host}"
     buffer = io.BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
