@@ -9,7 +9,7 @@ STATE := $(CURDIR)/var
 export DEBIAN_FRONTEND := noninteractive
 
 # Debian packages the gateway and its tests need (server binaries, DICOM peers).
-SYSTEM_PACKAGES := postgresql postgresql-contrib dcmtk openssl
+SYSTEM_PACKAGES := postgresql postgresql-contrib dcmtk openssl nftables iproute2
 
 .PHONY: help
 help: ## list the targets
@@ -52,6 +52,14 @@ lint-python: venv ## ruff (lint + format check) and mypy
 test-python: system-deps venv ## unit and integration tests (real PostgreSQL, real dcmtk peers)
 	$(PY) -m pytest
 
+.PHONY: test-reliability
+test-reliability: system-deps venv ## faults, bad input, flood, TLS: the fast set (tables in tests/reliability/results)
+	$(PY) -m pytest tests/reliability -p no:cacheprovider
+
+.PHONY: soak
+soak: system-deps venv ## the long reliability cases (10-minute load, 15,000 fuzz cases, 30 s database outage)
+	$(PY) -m pytest tests/reliability -m soak -p no:cacheprovider
+
 # Debian's Chromium for the browser tests (Playwright drives it; nothing is downloaded).
 BROWSER_PACKAGES := chromium fonts-liberation
 
@@ -74,4 +82,4 @@ test-e2e: system-deps venv browser-deps frontend-build ## the web UI in Chromium
 lint: lint-python $(if $(wildcard mk/ansible.mk),lint-ansible) ## every linter
 
 .PHONY: test
-test: lint test-python frontend-test test-e2e $(if $(wildcard mk/ansible.mk),molecule) ## all CI runs
+test: lint test-python test-reliability frontend-test test-e2e ## all CI runs (make molecule runs the Ansible scenarios)
