@@ -146,7 +146,9 @@ def scp(
         log.warning("removed %d partial receipt(s) left by an earlier run", swept)
     try:
         with connect(settings, autocommit=True) as conn:
-            recover_incoming(conn, storage)
+            # With the grace, as in the ingest workers: receivers on other hosts sharing this
+            # storage keep running and may be between a file's rename and its record.
+            recover_incoming(conn, storage, settings.ingest.recovery_grace_seconds)
     except Exception as exc:  # the ingest worker retries recovery; receiving must not wait
         log.error("start-up recovery skipped: %s", type(exc).__name__)
     count = settings.dicom.receiver_processes()

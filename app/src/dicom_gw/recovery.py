@@ -4,6 +4,13 @@ The SCP renames a file into ``incoming/`` before it commits the job, so a crash 
 leaves a durable, unrecorded file. The sender was not answered success, so it will resend, but the
 file may be the only copy (a sender may also give up). Recovery enqueues it: at worst the instance
 is indexed twice as two versions, never lost.
+
+Several gateway hosts may share one storage directory (NFS). Another host's receivers keep running
+while this one recovers, so recovery must leave alone what they are about to record: files younger
+than the grace period (a receiver between its rename and its record), and files that disappear
+while recovery looks at them (a receiver whose record failed discards its file and answers a
+failure: recording it here would index an instance the sender was told was not stored).
+Partial receipts are per host (``tmp/<host>/``), so no host sweeps another's.
 """
 
 from __future__ import annotations
@@ -59,14 +66,19 @@ def recover_incoming(
 ) -> int:
     """Enqueue every unrecorded file in ``incoming/`` older than the grace period. Returns count.
 
-    The grace period matters when receivers are already running: a file renamed a moment ago is
-    about to be recorded by its receiver and must be left to it.
+    The grace period matters when receivers are already running, on this host or on another one
+    sharing the storage: a file renamed a moment ago is about to be recorded by its receiver and
+    must be left to it.
     """
     recovered = 0
     files = (path for path, _mtime in storage.incoming_files(older_than_seconds))
     while batch := list(islice(files, BATCH)):
         for relative_path in unrecorded_paths(conn, batch):
-            enqueue_received(conn, _describe(storage, relative_path))
+            try:
+                received = _describe(storage, relative_path)
+            except FileNotFoundError:
+                continue  # discarded by its receiver since it was listed: never acknowledged
+            enqueue_received(conn, received)
             recovered += 1
     if recovered:
         log.warning("recovered %d durable file(s) that had no ingest record", recovered)
