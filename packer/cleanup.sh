@@ -10,6 +10,14 @@ rm -f /etc/dicom-gw/private/db-owner.password /etc/dicom-gw/private/admin.passwo
 rm -f /etc/postgresql/dicom-gw/*.password
 rm -f /etc/ssl/dicom-gw/privkey.pem /etc/ssl/dicom-gw/fullchain.pem
 rm -f /etc/ssh/ssh_host_*
+# The services ran during the build and left runtime files (the event spool) on the image's
+# encrypted volumes. Empty them, so firstboot sees them as the image's untouched volumes and
+# re-creates them with this machine's volume key (it refuses a volume that holds anything).
+findmnt -rn -o TARGET | while read -r vol; do
+  [ -e "$vol/.dicom-gw-image-volume" ] || continue
+  find "$vol" -mindepth 1 -maxdepth 1 ! -name lost+found ! -name .dicom-gw-image-volume -exec rm -rf {} +
+  echo "emptied the image's volume $vol"
+done
 # The LUKS keyfiles stay (crypttab needs them to open the image's empty volume at first boot,
 # where firstboot re-creates the volume with a new key and removes this one).
 # Machine identity, logs, caches.
@@ -18,7 +26,9 @@ rm -f /var/lib/dbus/machine-id
 rm -rf /var/lib/systemd/random-seed /var/lib/dhcp/* /var/lib/systemd/network/* 2>/dev/null || true
 find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
 find /var/log -type f -exec truncate -s 0 {} +
-rm -rf /var/log/journal/* /tmp/* /var/tmp/* /root/.ansible /root/.cache /home/"$BUILD_USER"/.ansible /home/"$BUILD_USER"/.cache
+# /var/tmp is a filesystem of its own: keep its lost+found.
+find /tmp /var/tmp -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
+rm -rf /var/log/journal/* /root/.ansible /root/.cache /home/"$BUILD_USER"/.ansible /home/"$BUILD_USER"/.cache
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 # The build login's key and passwordless sudo go in Packer's shutdown_command (they are needed

@@ -35,6 +35,12 @@ variable "cpus" {
   default = 2
 }
 
+variable "idempotence" {
+  type        = string
+  description = "Second run of appliance.yml that must change nothing: strict (fails the build), report, off."
+  default     = "strict"
+}
+
 variable "build_user" {
   type    = string
   default = "gwadmin"
@@ -46,6 +52,8 @@ source "qemu" "dicom-gw" {
   iso_url          = "${var.build_dir}/base.qcow2"
   iso_checksum     = "file:${var.build_dir}/base.qcow2.sha256"
   use_backing_file = false
+  # Keep the base disk's size: its GPT backup header stays at the end and the partitions fill it.
+  skip_resize_disk = true
   format           = "qcow2"
   disk_interface   = "virtio"
   disk_compression = true
@@ -81,7 +89,6 @@ build {
     inline = [
       "grub-install /dev/vda",
       "update-grub",
-      "apt-get update -qq",
     ]
   }
 
@@ -98,6 +105,29 @@ build {
       "ANSIBLE_ROLES_PATH=${path.root}/../roles",
       "ANSIBLE_HOST_KEY_CHECKING=False",
       "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=30",
+      "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
+    ]
+  }
+
+  # Idempotence: the same playbook again against the same VM must report no change
+  # (packer/ansible-idempotence.sh reads the recap; the log stays in build_dir).
+  provisioner "ansible" {
+    command             = "${path.root}/ansible-idempotence.sh"
+    playbook_file       = "${path.root}/../playbooks/appliance.yml"
+    user                = var.build_user
+    use_proxy           = false
+    inventory_directory = "${path.root}/inventory"
+    host_alias          = "dicom-gw-image"
+    groups              = ["dicom_gw_database", "dicom_gw_gateway", "dicom_gw_proxy"]
+    extra_arguments     = ["--become", "--diff"]
+    ansible_env_vars = [
+      "ANSIBLE_CONFIG=${path.root}/../ansible.cfg",
+      "ANSIBLE_ROLES_PATH=${path.root}/../roles",
+      "ANSIBLE_HOST_KEY_CHECKING=False",
+      "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=30",
+      "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
+      "DICOM_GW_IDEMPOTENCE=${var.idempotence}",
+      "IDEMPOTENCE_LOG=${var.build_dir}/idempotence.log",
     ]
   }
 
