@@ -102,14 +102,14 @@ def claim_ingest_jobs(
     return sorted(rows, key=lambda row: row.id)
 
 
-def finish_ingest_job(cur: psycopg.Cursor[Any], job_id: int, worker: str) -> bool:
-    """Mark done, only if this worker still holds the job (its lease may have been taken over)."""
+def finish_ingest_jobs(cur: psycopg.Cursor[Any], job_ids: list[int], worker: str) -> int:
+    """Mark done the jobs this worker still holds (a lease may have been taken over); how many."""
     cur.execute(
         "UPDATE ingest_jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL"
-        " WHERE id = %s AND claimed_by = %s AND state = 'claimed'",
-        (job_id, worker),
+        " WHERE id = ANY(%s) AND claimed_by = %s AND state = 'claimed'",
+        (job_ids, worker),
     )
-    return cur.rowcount == 1
+    return cur.rowcount
 
 
 def quarantine_ingest_job(
@@ -177,26 +177,30 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
     return rng.uniform(0, ceiling)
 
 
-def create_deliveries(
+def create_deliveries_many(
     cur: psycopg.Cursor[Any],
-    instance_id: int,
-    study_id: int | None,
-    chosen: dict[int, int],
+    chosen: list[tuple[int, int | None, dict[int, int]]],
     study_mode: set[int],
-) -> int:
-    """One delivery per chosen destination; study-mode destinations start held."""
-    created = 0
-    for destination_id, rule_id in chosen.items():
-        state = "held" if destination_id in study_mode else "pending"
-        cur.execute(
+) -> None:
+    """One delivery per (instance, chosen destination); study-mode destinations start held.
+
+    ``chosen`` holds (instance id, study id, {destination id: rule id}). One pipelined statement
+    per delivery: a batch of instances costs one round trip.
+    """
+    rows = [
+        (instance_id, destination_id, study_id, rule_id,
+         "held" if destination_id in study_mode else "pending")
+        for instance_id, study_id, destinations in chosen
+        for destination_id, rule_id in destinations.items()
+    ]  # fmt: skip
+    if rows:
+        cur.executemany(
             "INSERT INTO deliveries (instance_id, destination_id, study_id, rule_id, state)"
             " VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (instance_id, destination_id)"
             " WHERE state NOT IN ('sent', 'dead', 'cancelled') DO NOTHING",
-            (instance_id, destination_id, study_id, rule_id, state),
+            rows,
         )
-        created += cur.rowcount
-    return created
 
 
 @dataclass(frozen=True)
