@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from dicom_gw.dicom import storage as storage_module
 from dicom_gw.dicom.storage import Storage
 
 
@@ -50,3 +53,47 @@ def test_quarantine_keeps_the_file(tmp_path: Path) -> None:
     moved = storage.quarantine(stored.relative_path)
     assert moved.startswith("quarantine/")
     assert storage.absolute(moved).read_bytes() == b"junk"
+
+
+def test_concurrent_renames_share_one_directory_fsync(tmp_path: Path, monkeypatch) -> None:
+    """While one directory fsync is in flight, later renames wait for one more, not one each."""
+    directory = tmp_path / "incoming"
+    directory.mkdir()
+    group = storage_module._DirectoryGroupSync(directory)
+    first_sync_started, release_first_sync = threading.Event(), threading.Event()
+    synced_at: list[int] = []
+    real_fsync_dir = storage_module._fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        synced_at.append(group.renamed)
+        if len(synced_at) == 1:
+            first_sync_started.set()
+            release_first_sync.wait(timeout=30)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", fsync_dir)
+    sources = []
+    for n in range(6):
+        source = tmp_path / f"receipt-{n}"
+        source.write_bytes(b"x")
+        sources.append(source)
+
+    def rename(n: int) -> None:
+        group.rename(sources[n], directory / f"{n}.dcm")
+
+    leader = threading.Thread(target=rename, args=(0,))
+    leader.start()
+    assert first_sync_started.wait(timeout=30)
+    followers = [threading.Thread(target=rename, args=(n,)) for n in range(1, 6)]
+    for thread in followers:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while group.renamed < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition (all five renamed), not a readiness guess
+    release_first_sync.set()
+    for thread in [leader, *followers]:
+        thread.join(timeout=30)
+    assert sorted(p.name for p in directory.iterdir()) == [f"{n}.dcm" for n in range(6)]
+    # The leader's sync covered its own rename; the five made while it ran share the second.
+    assert synced_at == [1, 6]
+    assert group.synced == 6

@@ -51,6 +51,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DirectoryGroupSync:
+    """Renames into one directory made durable together: one fsync covers every earlier rename.
+
+    Concurrent associations in one receiver land in the same hour directory. A directory fsync
+    makes durable every entry renamed into it before the fsync began, so a thread whose rename is
+    already covered by a sync in flight waits for it instead of issuing its own (group commit, as
+    a database does with its WAL). Each receipt still returns only after a sync that began after
+    its own rename completed.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.renamed = 0  # renames done so far, in order
+        self.synced = 0  # renames a completed fsync covers
+        self._syncing = False
+        self._cond = threading.Condition()
+
+    def rename(self, source: Path, target: Path) -> None:
+        with self._cond:
+            os.rename(source, target)
+            self.renamed += 1
+            mine = self.renamed
+            while self.synced < mine:
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing, covered = True, self.renamed
+                self._cond.release()
+                try:
+                    _fsync_dir(self.directory)
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    self._cond.notify_all()
+                self.synced = max(self.synced, covered)
+
+
 class Storage:
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
@@ -61,6 +98,7 @@ class Storage:
         self.quarantine_dir = root / "quarantine"
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
+        self._group_syncs: dict[Path, _DirectoryGroupSync] = {}
 
     def prepare(self) -> None:
         for directory in (self.root, self.tmp_dir, self.incoming_dir, self.quarantine_dir):
@@ -116,14 +154,21 @@ class Storage:
         """Rename a written and fsynced receipt into ``incoming/`` and sync the directory."""
         target = self._incoming_target()
         self._ensure_dir(target.parent)
-        os.rename(received, target)
-        if self.fsync:
-            try:
-                _fsync_dir(target.parent)
-            except OSError:
-                # Not durable means not acknowledged; do not leave it for recovery to index.
-                target.unlink(missing_ok=True)
-                raise
+        if not self.fsync:
+            os.rename(received, target)
+            return StoredFile(self.relative(target), sha256, size)
+        with self._lock:
+            group = self._group_syncs.get(target.parent)
+            if group is None:
+                # One directory per hour: forget the past hours' so the map stays small.
+                self._group_syncs = {target.parent: _DirectoryGroupSync(target.parent)}
+                group = self._group_syncs[target.parent]
+        try:
+            group.rename(received, target)
+        except OSError:
+            # Not durable means not acknowledged; do not leave it for recovery to index.
+            target.unlink(missing_ok=True)
+            raise
         return StoredFile(self.relative(target), sha256, size)
 
     def discard(self, relative_path: str) -> None:
