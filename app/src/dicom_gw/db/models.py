@@ -103,7 +103,14 @@ class Study(Base):
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
-    __table_args__ = (Index("ix_studies_last_received_at", "last_received_at"),)
+    __table_args__ = (
+        # The studies list's default order, newest first (migration 0004).
+        Index(
+            "ix_studies_last_received_at_id",
+            text("last_received_at DESC NULLS LAST"),
+            text("id DESC"),
+        ),
+    )
 
 
 class Series(Base):

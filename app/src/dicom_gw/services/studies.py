@@ -1,7 +1,8 @@
 """Study search and detail for the API, decrypting PHI columns with the key held outside the DB.
 
 Patient ID search is exact and goes through the blind index (a keyed hash), so it uses an index
-without ever decrypting; patient name search decrypts, and is the one search that scans.
+without ever decrypting; patient name search decrypts every patient's name, and is the one search
+that scans (once per request).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ SORTABLE = {
     "calling_ae": "st.calling_ae",
     "modalities": "st.modalities",
     "instance_count": "st.instance_count",
-    "patient_name": "patient_name",
-    "patient_id": "patient_id",
+}
+# Sorts on PHI decrypt every matching patient: the one case where the page query joins them.
+PHI_SORTS = {
+    "patient_name": "pgp_sym_decrypt(p.patient_name_enc, %(phi)s)",
+    "patient_id": "pgp_sym_decrypt(p.patient_id_enc, %(phi)s)",
 }
 DELIVERY_STATES = ("held", "pending", "claimed", "retry", "sent", "dead", "cancelled")
 
@@ -65,56 +69,83 @@ def search_studies(
     page: int,
     page_size: int,
 ) -> tuple[list[dict[str, Any]], int]:
+    """One page of studies and the total count.
+
+    Decrypting is what costs here (pgcrypto derives the key for every value), so the queries
+    decrypt as little as they can: the patient filters are resolved to patient ids once per
+    request, the count and the page are chosen on the studies table alone, and only the page's
+    rows are decrypted. Only a sort by patient name or ID decrypts every match.
+    """
     clauses = ["TRUE"]
     params: dict[str, Any] = {"phi": phi.passphrase}
-    if filters.patient_id:
-        clauses.append("p.patient_key = %(patient_key)s")
-        params["patient_key"] = phi.blind_index(filters.patient_id, filters.issuer_of_patient_id)
-    if filters.patient_name:
-        clauses.append("pgp_sym_decrypt(p.patient_name_enc, %(phi)s) ILIKE %(name)s")
-        params["name"] = f"%{_escape_like(filters.patient_name)}%"
-    if filters.modality:
-        clauses.append("%(modality)s = ANY(st.modalities)")
-        params["modality"] = filters.modality
-    if filters.accession_number:
-        clauses.append("st.accession_number = %(accession)s")
-        params["accession"] = filters.accession_number
-    if filters.calling_ae:
-        clauses.append("st.calling_ae = %(calling_ae)s")
-        params["calling_ae"] = filters.calling_ae
-    for column, name, op in (
-        ("st.study_date", "study_date_from", ">="),
-        ("st.study_date", "study_date_to", "<="),
-        ("st.last_received_at", "received_from", ">="),
-        ("st.first_received_at", "received_to", "<="),
-    ):
-        value = getattr(filters, name)
-        if value is not None:
-            clauses.append(f"{column} {op} %({name})s")
-            params[name] = value
-    if filters.delivery_state:
-        clauses.append(
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.study_id = st.id"
-            " AND d.state::text = %(delivery_state)s)"
-        )
-        params["delivery_state"] = filters.delivery_state
-    where = " AND ".join(clauses)
-    order = SORTABLE.get(sort, "st.last_received_at")
-    direction = "DESC" if descending else "ASC"
     with conn.cursor(row_factory=dict_row) as cur:
+        patients: list[int] | None = None
+        if filters.patient_id:
+            key = phi.blind_index(filters.patient_id, filters.issuer_of_patient_id)
+            found = cur.execute("SELECT id FROM patients WHERE patient_key = %s", (key,))
+            patients = [r["id"] for r in found]
+        if filters.patient_name and patients != []:
+            lookup: dict[str, Any] = {
+                "phi": phi.passphrase,
+                "name": f"%{_escape_like(filters.patient_name)}%",
+            }
+            among = ""
+            if patients is not None:
+                among = " AND id = ANY(%(ids)s::bigint[])"
+                lookup["ids"] = patients
+            found = cur.execute(
+                "SELECT id FROM patients WHERE pgp_sym_decrypt(patient_name_enc, %(phi)s)"
+                f" ILIKE %(name)s{among}",
+                lookup,
+            )
+            patients = [r["id"] for r in found]
+        if patients is not None:
+            clauses.append("st.patient_id = ANY(%(patients)s::bigint[])")
+            params["patients"] = patients
+        if filters.modality:
+            clauses.append("%(modality)s = ANY(st.modalities)")
+            params["modality"] = filters.modality
+        if filters.accession_number:
+            clauses.append("st.accession_number = %(accession)s")
+            params["accession"] = filters.accession_number
+        if filters.calling_ae:
+            clauses.append("st.calling_ae = %(calling_ae)s")
+            params["calling_ae"] = filters.calling_ae
+        for column, name, op in (
+            ("st.study_date", "study_date_from", ">="),
+            ("st.study_date", "study_date_to", "<="),
+            ("st.last_received_at", "received_from", ">="),
+            ("st.first_received_at", "received_to", "<="),
+        ):
+            value = getattr(filters, name)
+            if value is not None:
+                clauses.append(f"{column} {op} %({name})s")
+                params[name] = value
+        if filters.delivery_state:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM deliveries d WHERE d.study_id = st.id"
+                " AND d.state::text = %(delivery_state)s)"
+            )
+            params["delivery_state"] = filters.delivery_state
+        where = " AND ".join(clauses)
+        key_expr = PHI_SORTS.get(sort) or SORTABLE.get(sort, "st.last_received_at")
+        join = "LEFT JOIN patients p ON p.id = st.patient_id" if sort in PHI_SORTS else ""
+        direction = "DESC" if descending else "ASC"
         total = cur.execute(
-            f"SELECT count(*) AS n FROM studies st LEFT JOIN patients p ON p.id = st.patient_id"
-            f" WHERE {where}",
-            params,
+            f"SELECT count(*) AS n FROM studies st WHERE {where}", params
         ).fetchone()
         rows = cur.execute(
-            f"""SELECT st.id, st.study_instance_uid, {_phi_columns()}, st.study_date,
+            f"""WITH page AS MATERIALIZED (
+                    SELECT st.id, {key_expr} AS sort_key FROM studies st {join}
+                     WHERE {where}
+                     ORDER BY {key_expr} {direction} NULLS LAST, st.id {direction}
+                     LIMIT %(limit)s OFFSET %(offset)s)
+                SELECT st.id, st.study_instance_uid, {_phi_columns()}, st.study_date,
                        st.accession_number, st.study_description, st.modalities, st.calling_ae,
                        st.instance_count, st.first_received_at, st.last_received_at
-                  FROM studies st LEFT JOIN patients p ON p.id = st.patient_id
-                 WHERE {where}
-                 ORDER BY {order} {direction} NULLS LAST, st.id {direction}
-                 LIMIT %(limit)s OFFSET %(offset)s""",
+                  FROM page JOIN studies st ON st.id = page.id
+                  LEFT JOIN patients p ON p.id = st.patient_id
+                 ORDER BY page.sort_key {direction} NULLS LAST, st.id {direction}""",
             params | {"limit": page_size, "offset": (page - 1) * page_size},
         ).fetchall()
         ids = [r["id"] for r in rows]
