@@ -605,6 +605,10 @@ class Gateway(Server):
         socket_dir = quote(str(self.state_dir / "postgres" / "socket"), safe="")
         return f"postgresql+psycopg://postgres@/dicom_gw?host={socket_dir}&port=5432"
 
+    def phi_key_hex(self) -> str:
+        """The PHI key `run` created (hex): the API benchmark encrypts its rows with it."""
+        return (self.state_dir / "secrets" / "phi.key").read_text().strip()
+
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Another `dicom-gw` command against this running gateway (its config and database)."""
         env = {
