@@ -63,14 +63,19 @@ def _api(base: str, token: str | None, method: str, path: str, body: object = No
         return 0
 
 
+SOAK_SECONDS = float(os.environ.get("DICOM_GW_SOAK_SECONDS", "600"))
+
+
 @pytest.mark.soak
+# The load itself, plus start-up, the final drain to both sinks and the invariant checker.
+@pytest.mark.timeout(SOAK_SECONDS + 900)
 def test_mixed_load_with_a_flapping_destination_and_api_clients(
     make_gateway: Callable[..., Gateway],
     copy_sinks: Callable[..., CopySink],
     tmp_path: Path,
     report: Callable[..., object],
 ) -> None:
-    duration = float(os.environ.get("DICOM_GW_SOAK_SECONDS", "600"))
+    duration = SOAK_SECONDS
     api_port = free_port()
     gw = make_gateway(
         dicom={"allowed_callers": [{"ae_title": t} for t in (*SENDERS, "ECHOSCU")]},
