@@ -757,6 +757,8 @@ def api_report(result: RunResult) -> list[str]:
             met = p95 is not None and p95 * 1000 < api_bench.TARGET_P95_MS
             verdict = "met" if met else "**missed**"
             target = f"p95 < {api_bench.TARGET_P95_MS:.0f} ms: {verdict}"
+            if pop.instances < api_bench.FULL_INSTANCES * 0.9:
+                target += " (the target is for 1 M: indicative only)"
             lines.append(row("**studies search, all**", values, phase.seconds, cpu, target))
             # The name search decrypts every patient's name: its seconds would hide the rest.
             others = [v for k, vs in phase.latencies.items() if k != "patient name" for v in vs]
