@@ -49,6 +49,9 @@ QUICK_INSTANCES = 100_000
 INSTANCES_PER_STUDY = 50  # ~20 k studies for 1 M instances
 STUDIES_PER_PATIENT = 1.6
 USERNAME = "bench-viewer"
+# What the ingest worker passes to pgp_sym_encrypt (dicom_gw.security.phi.PGP_OPTIONS; the
+# harness's venv does not import the app). A unit test keeps the two equal.
+PGP_OPTIONS = "cipher-algo=aes256, s2k-mode=1"
 TARGET_P95_MS = 200.0
 
 # The search filters the clients cycle through (each search request picks the next one).
@@ -382,7 +385,7 @@ class Population:
     seconds: float
 
 
-def populate(gateway: Gateway, instances: int, pgp_options: str = "") -> Population:
+def populate(gateway: Gateway, instances: int, pgp_options: str = PGP_OPTIONS) -> Population:
     """Bulk-generate the index for about `instances` instances (see GENERATE_SQL)."""
     studies = max(1, instances // INSTANCES_PER_STUDY)
     patients = max(1, int(studies / STUDIES_PER_PATIENT))
@@ -637,7 +640,7 @@ def run_api(
     clients: int,
     seconds: float,
     say: Callable[[str], None] = lambda _: None,
-    pgp_options: str = "",
+    pgp_options: str = PGP_OPTIONS,
 ) -> ApiRun:
     """Fill the started gateway's index, then time the search and the detail phases."""
     run = ApiRun(clients=clients)
@@ -686,9 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pgp-options",
-        default="",
-        help="what-if: pgcrypto options for the generated PHI (e.g. s2k-mode=1; default: "
-        "none, as the ingest worker encrypts)",
+        default=PGP_OPTIONS,
+        help="what-if: pgcrypto options for the generated PHI (default: the ingest worker's, "
+        "dicom_gw.security.phi.PGP_OPTIONS; an empty string: pgcrypto's iterated default)",
     )
     options = parser.parse_args(argv)
     # SIGTERM (as from `kill`) unwinds like Ctrl-C, so the gateway and its cluster are stopped.

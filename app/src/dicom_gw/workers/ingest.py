@@ -54,7 +54,7 @@ from dicom_gw.queue import (
 )
 from dicom_gw.recovery import recover_incoming
 from dicom_gw.routing import RoutingContext, RoutingDecision, Rule, route
-from dicom_gw.security.phi import PhiKey, load_phi_key
+from dicom_gw.security.phi import PGP_OPTIONS, PhiKey, load_phi_key
 from dicom_gw.services.rules import load_active_rules
 from dicom_gw.spool import EventSpool, spool_dir
 
@@ -166,8 +166,9 @@ RETURNING id, sop_instance_uid
 
 _PATIENT = """
 INSERT INTO patients (patient_key, patient_id_enc, patient_name_enc, birth_date_enc, sex)
-VALUES (%(key)s, pgp_sym_encrypt(%(pid)s, %(pass)s), pgp_sym_encrypt(%(name)s, %(pass)s),
-        pgp_sym_encrypt(%(birth)s, %(pass)s), %(sex)s)
+VALUES (%(key)s, pgp_sym_encrypt(%(pid)s, %(pass)s, %(pgp)s),
+        pgp_sym_encrypt(%(name)s, %(pass)s, %(pgp)s), pgp_sym_encrypt(%(birth)s, %(pass)s, %(pgp)s),
+        %(sex)s)
 ON CONFLICT (patient_key) DO UPDATE
    SET patient_name_enc = EXCLUDED.patient_name_enc, birth_date_enc = EXCLUDED.birth_date_enc,
        sex = EXCLUDED.sex, updated_at = now()
@@ -267,6 +268,18 @@ class IngestWorker:
         rows = conn.execute("SELECT id FROM destinations WHERE mode = 'study'").fetchall()
         self.study_mode_destinations = {int(row[0]) for row in rows}
 
+    def _patient_row(self, header: Header) -> dict[str, Any]:
+        """The _PATIENT parameters: the blind index as key, PHI encrypted inside PostgreSQL."""
+        return {
+            "key": self.phi.blind_index(header.patient_id, header.issuer_of_patient_id),
+            "pid": header.patient_id or None,
+            "name": header.patient_name,
+            "birth": header.birth_date,
+            "sex": header.sex,
+            "pass": self.phi.passphrase,
+            "pgp": PGP_OPTIONS,
+        }
+
     # -- one job ---------------------------------------------------------------------------
     def index(
         self, conn: psycopg.Connection[Any], job: IngestJobRow, header: Header, ds: Dataset
@@ -281,14 +294,7 @@ class IngestWorker:
             new = 0 if superseded else 1
             patient_id = cur.execute(
                 _PATIENT,
-                {
-                    "key": self.phi.blind_index(header.patient_id, header.issuer_of_patient_id),
-                    "pid": header.patient_id or None,
-                    "name": header.patient_name,
-                    "birth": header.birth_date,
-                    "sex": header.sex,
-                    "pass": self.phi.passphrase,
-                },
+                self._patient_row(header),
             ).fetchone()
             study_id = cur.execute(
                 _STUDY,
@@ -414,16 +420,9 @@ class IngestWorker:
             patients: dict[bytes, dict[str, Any]] = {}
             for item in batch:
                 h = item.header
-                key = self.phi.blind_index(h.patient_id, h.issuer_of_patient_id)
-                item.patient_key = key
-                patients[key] = {
-                    "key": key,
-                    "pid": h.patient_id or None,
-                    "name": h.patient_name,
-                    "birth": h.birth_date,
-                    "sex": h.sex,
-                    "pass": self.phi.passphrase,
-                }
+                row = self._patient_row(h)
+                item.patient_key = row["key"]
+                patients[row["key"]] = row
             patient_ids = dict(
                 zip(
                     sorted(patients),
