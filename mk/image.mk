@@ -6,8 +6,9 @@ IMAGE_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 IMAGE_BUILD_DIR ?= $(IMAGE_ROOT)/packer/.build
 IMAGE_OUTPUT_DIR ?= $(IMAGE_ROOT)/packer/output
 IMAGE_ACCELERATOR ?= tcg
-# The build runs appliance.yml a second time and fails when it changes anything (strict); report
-# only prints the changed tasks, off skips that run (it costs most of the first run's time).
+# The build runs appliance.yml a second time; strict: make image fails when that run changed
+# anything (after Packer finished: the image is kept to inspect); report only prints the changed
+# tasks; off skips that run (it costs most of the first run's time).
 IMAGE_IDEMPOTENCE ?= strict
 IMAGE_APT_PACKAGES ?= packer qemu-system-x86 qemu-utils mmdebstrap fdisk e2fsprogs openssh-client \
 	cryptsetup-bin dcmtk curl
@@ -28,13 +29,16 @@ $(IMAGE_BUILD_DIR)/base.qcow2: $(IMAGE_ROOT)/packer/build-base-disk.sh
 image-base: image-deps $(IMAGE_BUILD_DIR)/base.qcow2 ## the Debian 12 base disk for Packer
 
 image: image-base ansible-deps ## build the appliance VM image (qcow2 + vmdk + SHA256SUMS)
-	rm -rf $(IMAGE_OUTPUT_DIR) $(IMAGE_BUILD_DIR)/idempotence.log
+	rm -rf $(IMAGE_OUTPUT_DIR) $(IMAGE_BUILD_DIR)/idempotence.log $(IMAGE_BUILD_DIR)/idempotence.log.verdict
 	@t0=$$(date +%s); cd $(IMAGE_ROOT) && PATH=$(ANSIBLE_BIN):$$PATH CHECKPOINT_DISABLE=1 \
 	  PACKER_LOG=$${PACKER_LOG:-0} packer build -color=false -var build_dir=$(IMAGE_BUILD_DIR) \
 	  -var output_dir=$(IMAGE_OUTPUT_DIR) -var root_uuid=$$(cat $(IMAGE_BUILD_DIR)/root.uuid) \
 	  -var accelerator=$(IMAGE_ACCELERATOR) -var idempotence=$(IMAGE_IDEMPOTENCE) packer/dicom-gw.pkr.hcl \
 	  && echo "packer build took $$(( $$(date +%s) - t0 )) s"
 	@cat $(IMAGE_OUTPUT_DIR)/SHA256SUMS; ls -l $(IMAGE_OUTPUT_DIR)
+	@cat $(IMAGE_BUILD_DIR)/idempotence.log.verdict 2>/dev/null || true
+	@if [ "$(IMAGE_IDEMPOTENCE)" = strict ] && grep -q FAIL $(IMAGE_BUILD_DIR)/idempotence.log.verdict 2>/dev/null; then \
+	  echo "make image: the idempotence run changed tasks (image kept in $(IMAGE_OUTPUT_DIR))"; exit 1; fi
 
 image-test: image-deps ## boot the image in qemu and verify it (services, audit, LUKS, TLS, DICOM, scanners)
 	@test -f $(IMAGE_OUTPUT_DIR)/dicom-gw.qcow2 || { echo "no image: run make image"; exit 1; }

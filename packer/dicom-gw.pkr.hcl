@@ -37,7 +37,7 @@ variable "cpus" {
 
 variable "idempotence" {
   type        = string
-  description = "Second run of appliance.yml that must change nothing: strict (fails the build), report, off."
+  description = "Second run of appliance.yml that must change nothing: strict (make image fails afterwards, the image is kept), report, off."
   default     = "strict"
 }
 
