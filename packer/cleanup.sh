@@ -28,6 +28,14 @@ find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -de
 find /var/log -type f -exec truncate -s 0 {} +
 # /var/tmp is a filesystem of its own: keep its lost+found.
 find /tmp /var/tmp -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
+# /tmp is a tmpfs since the hardening role mounted it: what the build left in the root
+# filesystem's /tmp before that is hidden below it. Remove it through a bind mount of /.
+if mountpoint -q /tmp; then
+  under=$(mktemp -d /run/cleanup-root.XXXXXX)
+  mount --bind / "$under"
+  find "$under/tmp" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  umount "$under" && rmdir "$under"
+fi
 rm -rf /var/log/journal/* /root/.ansible /root/.cache /home/"$BUILD_USER"/.ansible /home/"$BUILD_USER"/.cache
 apt-get clean
 rm -rf /var/lib/apt/lists/*

@@ -12,6 +12,8 @@ ACCEL=${IMAGE_ACCELERATOR:-tcg}
 USER_NAME=${USER_NAME:-gwadmin}
 DICOM_PORT=${DICOM_PORT:-11112}  # the gateway's port in the VM
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-900}
+OSCAP_TARGET=${OSCAP_TARGET:-95}  # % of applicable rules of the OpenSCAP profile that must pass
+LYNIS_TARGET=${LYNIS_TARGET:-85}  # Lynis hardening index
 WORK=$(mktemp -d /tmp/dicom-gw-image-test.XXXXXX)
 KEEP_WORK=${KEEP_WORK:-0}
 PASS=0; FAIL=0; VM_PID=""; SINK_PID=""; OS_PW=""; T_START=$SECONDS
@@ -194,12 +196,18 @@ root 'ds=/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml; test -f $ds || { e
            n[\"pass\"], a, a ? 100 * n[\"pass\"] / a : 0, n[\"fail\"], n[\"error\"], n[\"notapplicable\"], n[\"notchecked\"]
          for (x in f) printf \"  %s: %s\n\", f[x], x}" /root/scan/oscap.txt' | tee "$WORK/oscap.txt"
 echo "      (OpenSCAP took $((SECONDS - t0)) s)"
+oscap_pct=$(sed -n 's/^OpenSCAP .*rules pass (\([0-9.]*\)%).*/\1/p' "$WORK/oscap.txt")
+check "OpenSCAP: at least $OSCAP_TARGET % of applicable rules pass (${oscap_pct:-no result} %)" \
+  awk -v p="${oscap_pct:-}" -v t="$OSCAP_TARGET" 'BEGIN {exit !(p != "" && p + 0 >= t + 0)}'
 t0=$SECONDS
 root 'command -v lynis >/dev/null || { echo "Lynis: not installed"; exit 0; }
   lynis audit system --quick --no-colors --logfile /root/scan/lynis.log --report-file /root/scan/lynis-report.dat > /root/scan/lynis.txt 2>&1
   echo "Lynis: hardening index $(sed -n "s/^hardening_index=//p" /root/scan/lynis-report.dat) ($(sed -n "s/^lynis_tests_done=//p" /root/scan/lynis-report.dat) tests)"
   sed -n "s/^warning\[\]=/  warning: /p; s/^suggestion\[\]=/  suggestion: /p" /root/scan/lynis-report.dat' | tee "$WORK/lynis.txt"
 echo "      (Lynis took $((SECONDS - t0)) s)"
+lynis_index=$(sed -n 's/^Lynis: hardening index \([0-9]*\) .*/\1/p' "$WORK/lynis.txt")
+check "Lynis: hardening index at least $LYNIS_TARGET (${lynis_index:-no result})" \
+  awk -v p="${lynis_index:-}" -v t="$LYNIS_TARGET" 'BEGIN {exit !(p != "" && p + 0 >= t + 0)}'
 if [ -n "${SCAN_OUT:-}" ]; then mkdir -p "$SCAN_OUT" && cp "$WORK/oscap.txt" "$WORK/lynis.txt" "$SCAN_OUT/"; fi
 
 # --- Reboot: the volume opens from crypttab again, data intact --------------------------------
