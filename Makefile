@@ -82,4 +82,4 @@ test-e2e: system-deps venv browser-deps frontend-build ## the web UI in Chromium
 lint: lint-python $(if $(wildcard mk/ansible.mk),lint-ansible) ## every linter
 
 .PHONY: test
-test: lint test-python test-reliability frontend-test test-e2e ## all CI runs (make molecule runs the Ansible scenarios)
+test: lint test-python test-reliability frontend-test test-e2e molecule-all ## all CI runs, the Molecule scenarios last

@@ -4,6 +4,8 @@
 #   make ansible-deps   podman, runc, mmdebstrap (apt, only when missing) + .venv-ansible
 #   make lint-ansible   ansible-lint (production profile) and yamllint
 #   make molecule       build the Debian 12 systemd image if missing, then `molecule test`
+#                       (MOLECULE_SCENARIO=default or distributed)
+#   make molecule-all   every scenario in MOLECULE_SCENARIOS, one after the other (make test)
 
 ANSIBLE_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 ANSIBLE_PYTHON ?= python3
@@ -13,10 +15,12 @@ ANSIBLE_APT_PACKAGES ?= podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs
 	containernetworking-plugins iptables catatonit python3-venv
 MOLECULE_IMAGE ?= localhost/dicom-gw-debian12-systemd:latest
 MOLECULE_SCENARIO ?= default
+# One at a time: the machines are small and the scenarios' timings stay comparable.
+MOLECULE_SCENARIOS ?= default distributed
 MOLECULE_CONTAINERS_CONF ?= $(ANSIBLE_ROOT)/molecule/containers.conf
 ANSIBLE_LINT_PATHS := playbooks roles inventories molecule
 
-.PHONY: ansible-deps ansible-apt-deps lint-ansible molecule molecule-image
+.PHONY: ansible-deps ansible-apt-deps lint-ansible molecule molecule-all molecule-image
 
 ansible-apt-deps:
 	@missing=""; for p in $(ANSIBLE_APT_PACKAGES); do \
@@ -48,3 +52,9 @@ molecule-image: ansible-apt-deps
 molecule: ansible-deps molecule-image
 	cd $(ANSIBLE_ROOT) && PATH=$(ANSIBLE_BIN):$$PATH CONTAINERS_CONF=$(MOLECULE_CONTAINERS_CONF) \
 	  MOLECULE_IMAGE=$(MOLECULE_IMAGE) $(ANSIBLE_BIN)/molecule test --scenario-name $(MOLECULE_SCENARIO)
+
+molecule-all: ansible-deps molecule-image
+	@for scenario in $(MOLECULE_SCENARIOS); do \
+	  echo "== molecule scenario $$scenario"; \
+	  $(MAKE) --no-print-directory molecule MOLECULE_SCENARIO=$$scenario || exit 1; \
+	done
