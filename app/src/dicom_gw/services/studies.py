@@ -71,7 +71,7 @@ def search_studies(
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of studies and the total count.
 
-    Decrypting is what costs here (pgcrypto derives the key for every value), so the queries
+    Decrypting is what costs here (a key derivation and a cipher set-up per value), so the queries
     decrypt as little as they can: the patient filters are resolved to patient ids once per
     request, the count and the page are chosen on the studies table alone, and only the page's
     rows are decrypted. Only a sort by patient name or ID decrypts every match.
