@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
+from tests.perf.stats import percentile
 from tests.perf.systems import (
     DEFAULT_GATEWAY,
     DEFAULT_WORK_DIR,
@@ -665,16 +666,6 @@ def run_api(
             + (f", errors: {phase.errors[0]}" if phase.errors else "")
         )
     return run
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def main(argv: list[str] | None = None) -> int:

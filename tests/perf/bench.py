@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.perf import api_bench, datagen
+from tests.perf.stats import percentile
 from tests.perf.systems import (
     CALLING_AE,
     DCMTK_LOG_CONFIG,
@@ -281,16 +282,6 @@ class RunResult:
         """For forwarding: how fast the relay accepted the sender's instances."""
         d = self.send.duration if self.send else None
         return self.files / d if d else None
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def make_server(system: str, options: argparse.Namespace) -> Server:
