@@ -53,18 +53,18 @@ source "qemu" "dicom-gw" {
   iso_checksum     = "file:${var.build_dir}/base.qcow2.sha256"
   use_backing_file = false
   # Keep the base disk's size: its GPT backup header stays at the end and the partitions fill it.
-  skip_resize_disk = true
-  format           = "qcow2"
-  disk_interface   = "virtio"
-  disk_compression = true
-  disk_discard     = "unmap"
+  skip_resize_disk   = true
+  format             = "qcow2"
+  disk_interface     = "virtio"
+  disk_compression   = true
+  disk_discard       = "unmap"
   disk_detect_zeroes = "unmap"
-  net_device       = "virtio-net"
-  memory           = var.memory
-  cpus             = var.cpus
-  headless         = true
-  output_directory = var.output_dir
-  vm_name          = "dicom-gw.qcow2"
+  net_device         = "virtio-net"
+  memory             = var.memory
+  cpus               = var.cpus
+  headless           = true
+  output_directory   = var.output_dir
+  vm_name            = "dicom-gw.qcow2"
   # The base disk has no boot loader yet: boot its kernel directly; the first step installs GRUB.
   qemuargs = [
     ["-kernel", "${var.build_dir}/vmlinuz"],
@@ -132,7 +132,9 @@ build {
   }
 
   provisioner "shell" {
-    execute_command = "sudo -H sh -c '{{ .Vars }} {{ .Path }}'"
+    # Packer uploads the script to /tmp, which the hardening role has mounted noexec by now:
+    # run it through bash rather than executing the file.
+    execute_command  = "sudo -H sh -c '{{ .Vars }} bash {{ .Path }}'"
     environment_vars = ["BUILD_USER=${var.build_user}"]
     script           = "${path.root}/cleanup.sh"
   }
