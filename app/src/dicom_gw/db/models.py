@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     Date,
     DateTime,
     Enum,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -72,11 +73,18 @@ class Patient(Base):
     """PHI is stored encrypted (pgcrypto); ``patient_key`` is a keyed hash for exact lookups."""
 
     __tablename__ = "patients"
+    __table_args__ = (
+        # Name search: candidates by keyed trigram hashes, then decrypt only those (0005).
+        Index("ix_patients_name_grams", "name_grams", postgresql_using="gin"),
+        # Rows written before 0005 until `dicom-gw migrate` has hashed them: searched by decrypt.
+        Index("ix_patients_name_grams_missing", "id", postgresql_where=text("name_grams IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     patient_key: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
     patient_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     patient_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    name_grams: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     birth_date_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     sex: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = _now()
@@ -385,7 +393,14 @@ class RuntimeSetting(Base):
 
 
 class AuditEntry(Base):
+    """Append-only and hash-chained by triggers (migration 0003); ``search`` feeds the auditors'
+    full-text filter."""
+
     __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_search", "search", postgresql_using="gin"),
+        Index("ix_audit_log_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     created_at: Mapped[dt.datetime] = _now()
@@ -398,6 +413,14 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    search: Mapped[Any] = mapped_column(
+        TSVECTOR,
+        Computed(
+            "to_tsvector('simple', coalesce(actor, '') || ' ' || action || ' ' ||"
+            " coalesce(target, '') || ' ' || outcome || ' ' || detail::text)",
+            persisted=True,
+        ),
+    )
 
 
 __all__ = [
