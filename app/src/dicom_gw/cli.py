@@ -112,12 +112,27 @@ def check_config() -> None:
 def migrate() -> None:
     """Bring the database schema to the newest revision."""
     from dicom_gw.db.engine import database_url
-    from dicom_gw.db.migrate import current_revision, upgrade
+    from dicom_gw.db.migrate import current_revision
 
     settings = _settings()
     url = database_url(settings)
-    upgrade(url)
+    _upgrade(settings)
     console.print(f"database at revision {current_revision(url)}")
+
+
+def _upgrade(settings: Settings) -> None:
+    """The schema to head, then the derived data a migration cannot write without the PHI key."""
+    from dicom_gw.db.engine import connect, database_url
+    from dicom_gw.db.migrate import upgrade
+    from dicom_gw.security.phi import load_phi_key
+    from dicom_gw.services.patients import backfill_name_grams, names_to_hash
+
+    upgrade(database_url(settings))
+    with connect(settings, autocommit=True) as conn:
+        # The key is read only when there is something to hash: a new install has no rows.
+        if names_to_hash(conn):
+            filled = backfill_name_grams(conn, load_phi_key(settings.security.phi_key_file))
+            log.info("patient name search index filled", extra={"patients": filled})
 
 
 @app.command()
@@ -680,7 +695,6 @@ def run() -> None:
     import shutil
 
     from dicom_gw.db.cluster import LocalCluster
-    from dicom_gw.db.migrate import upgrade
     from dicom_gw.security.phi import create_phi_key
     from dicom_gw.security.tokens import create_key_file
     from dicom_gw.supervisor import Child, Supervisor, self_command
@@ -708,9 +722,7 @@ def run() -> None:
         settings = _settings()
         log.info("private PostgreSQL cluster started", extra={"socket": str(cluster.socket_dir)})
     try:
-        from dicom_gw.db.engine import database_url
-
-        upgrade(database_url(settings))
+        _upgrade(settings)
         _first_admin(settings, state_dir)
         children = [Child("scp", self_command(State.config, "scp"), env)]
         children.append(Child("api", self_command(State.config, "api"), env))

@@ -3,7 +3,9 @@
 Patient name, ID and birth date are encrypted with ``pgp_sym_encrypt`` inside PostgreSQL, so a
 database dump or a stolen disk without the key file reveals nothing. Exact lookup by Patient ID
 uses a keyed hash (HMAC-SHA256) of the identifier: equal IDs give equal hashes, but the hash
-cannot be reversed or recomputed without the key.
+cannot be reversed or recomputed without the key. Substring search on Patient Name uses keyed
+hashes of the name's trigrams (``name_grams``) to narrow the patients to decrypt; what that
+reveals is written down in docs/security.md.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 # pgcrypto options for pgp_sym_encrypt. pgcrypto's default S2K (mode 3) hashes the passphrase
@@ -21,6 +24,14 @@ from pathlib import Path
 # without iteration (mode 1) keeps a fresh salt per value; AES-256 matches the key's strength.
 # pgp_sym_decrypt reads the options from each message, so values written before still decrypt.
 PGP_OPTIONS = "cipher-algo=aes256, s2k-mode=1"
+
+# Name search: any substring of at least NAME_GRAM_LENGTH characters has all its trigrams among
+# the name's, so a GIN index on the hashed trigrams finds every candidate without decrypting.
+# Hashes are cut to 32 bits (int4 keeps the index small); a collision only adds a candidate that
+# the decrypt-and-compare step then drops, never loses a match. Its own key (derived from the PHI
+# key) keeps these hashes unrelated to the Patient ID blind index.
+NAME_GRAM_LENGTH = 3
+_NAME_GRAM_CONTEXT = b"dicom-gw patient-name trigram v1"
 
 
 class PhiKeyError(RuntimeError):
@@ -39,6 +50,31 @@ class PhiKey:
     def blind_index(self, *parts: str) -> bytes:
         message = "\\".join(parts).encode("utf-8")
         return hmac.new(self.secret, message, hashlib.sha256).digest()
+
+    @cached_property
+    def _name_gram_key(self) -> bytes:
+        return hmac.new(self.secret, _NAME_GRAM_CONTEXT, hashlib.sha256).digest()
+
+    def name_grams(self, text: str | None) -> list[int]:
+        """The keyed 32-bit hashes of ``text``'s lower-cased trigrams, sorted and unique.
+
+        Lower-cased because the search is case-insensitive (ILIKE); the whole Person Name value
+        is used, component separators (``^``, ``=``) included, so a search for ``DOE^J`` is
+        narrowed as well as one for ``DOE``. Shorter than a trigram gives no hashes.
+        """
+        folded = (text or "").lower()
+        gram_key = self._name_gram_key
+        hashes = {
+            int.from_bytes(
+                hmac.new(gram_key, folded[i : i + NAME_GRAM_LENGTH].encode(), "sha256").digest()[
+                    :4
+                ],
+                "big",
+                signed=True,
+            )
+            for i in range(len(folded) - NAME_GRAM_LENGTH + 1)
+        }
+        return sorted(hashes)
 
 
 def load_phi_key(path: Path) -> PhiKey:

@@ -1,8 +1,8 @@
 """Study search and detail for the API, decrypting PHI columns with the key held outside the DB.
 
 Patient ID search is exact and goes through the blind index (a keyed hash), so it uses an index
-without ever decrypting; patient name search decrypts every patient's name, and is the one search
-that scans (once per request).
+without ever decrypting; patient name search narrows by keyed trigram hashes and decrypts only
+those candidates (services/patients.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from dicom_gw.security.phi import PhiKey
+from dicom_gw.services.patients import patients_matching_name
 
 SORTABLE = {
     "last_received_at": "st.last_received_at",
@@ -56,10 +57,6 @@ def _phi_columns() -> str:
     )
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def search_studies(
     conn: psycopg.Connection[Any],
     phi: PhiKey,
@@ -85,20 +82,7 @@ def search_studies(
             found = cur.execute("SELECT id FROM patients WHERE patient_key = %s", (key,))
             patients = [r["id"] for r in found]
         if filters.patient_name and patients != []:
-            lookup: dict[str, Any] = {
-                "phi": phi.passphrase,
-                "name": f"%{_escape_like(filters.patient_name)}%",
-            }
-            among = ""
-            if patients is not None:
-                among = " AND id = ANY(%(ids)s::bigint[])"
-                lookup["ids"] = patients
-            found = cur.execute(
-                "SELECT id FROM patients WHERE pgp_sym_decrypt(patient_name_enc, %(phi)s)"
-                f" ILIKE %(name)s{among}",
-                lookup,
-            )
-            patients = [r["id"] for r in found]
+            patients = patients_matching_name(conn, phi, filters.patient_name, among=patients)
         if patients is not None:
             clauses.append("st.patient_id = ANY(%(patients)s::bigint[])")
             params["patients"] = patients

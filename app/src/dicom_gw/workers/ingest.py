@@ -165,13 +165,14 @@ RETURNING id, sop_instance_uid
 """
 
 _PATIENT = """
-INSERT INTO patients (patient_key, patient_id_enc, patient_name_enc, birth_date_enc, sex)
+INSERT INTO patients (patient_key, patient_id_enc, patient_name_enc, name_grams, birth_date_enc,
+                      sex)
 VALUES (%(key)s, pgp_sym_encrypt(%(pid)s, %(pass)s, %(pgp)s),
-        pgp_sym_encrypt(%(name)s, %(pass)s, %(pgp)s), pgp_sym_encrypt(%(birth)s, %(pass)s, %(pgp)s),
-        %(sex)s)
+        pgp_sym_encrypt(%(name)s, %(pass)s, %(pgp)s), %(grams)s,
+        pgp_sym_encrypt(%(birth)s, %(pass)s, %(pgp)s), %(sex)s)
 ON CONFLICT (patient_key) DO UPDATE
-   SET patient_name_enc = EXCLUDED.patient_name_enc, birth_date_enc = EXCLUDED.birth_date_enc,
-       sex = EXCLUDED.sex, updated_at = now()
+   SET patient_name_enc = EXCLUDED.patient_name_enc, name_grams = EXCLUDED.name_grams,
+       birth_date_enc = EXCLUDED.birth_date_enc, sex = EXCLUDED.sex, updated_at = now()
 RETURNING id
 """
 
@@ -274,6 +275,7 @@ class IngestWorker:
             "key": self.phi.blind_index(header.patient_id, header.issuer_of_patient_id),
             "pid": header.patient_id or None,
             "name": header.patient_name,
+            "grams": self.phi.name_grams(header.patient_name),
             "birth": header.birth_date,
             "sex": header.sex,
             "pass": self.phi.passphrase,
