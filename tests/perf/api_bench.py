@@ -25,9 +25,7 @@ import http.client
 import json
 import random
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -342,38 +340,6 @@ SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),
 """
 
 
-def psql(gateway: Gateway, sql: str, variables: dict[str, str] | None = None) -> str:
-    """Run SQL against the gateway's private cluster (Unix socket, trust); unaligned output."""
-    binary = shutil.which("psql")
-    if binary is None:
-        raise BenchSystemError("psql not found (Debian's postgresql-client)")
-    argv = [
-        binary,
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        str(gateway.state_dir / "postgres" / "socket"),
-        "-p",
-        "5432",
-        "-U",
-        "postgres",
-        "-d",
-        "dicom_gw",
-    ]
-    # Variables (the PHI key among them) go in on stdin, not on the command line (/proc).
-    preamble = "".join(f"\\set {key} '{value}'\n" for key, value in (variables or {}).items())
-    result = subprocess.run(
-        argv, input=preamble + sql, capture_output=True, text=True, timeout=3600, check=False
-    )
-    if result.returncode != 0:
-        raise BenchSystemError(f"psql failed: {result.stderr.strip()[-2000:]}")
-    return result.stdout
-
-
 def _pg_array(words: list[str]) -> str:
     return "{" + ",".join(words) + "}"
 
@@ -392,8 +358,7 @@ def populate(gateway: Gateway, instances: int, pgp_options: str = PGP_OPTIONS) -
     studies = max(1, instances // INSTANCES_PER_STUDY)
     patients = max(1, int(studies / STUDIES_PER_PATIENT))
     started = time.monotonic()
-    out = psql(
-        gateway,
+    out = gateway.psql(
         GENERATE_SQL,
         {
             "phi": gateway.phi_key_hex(),
@@ -414,7 +379,7 @@ def populate(gateway: Gateway, instances: int, pgp_options: str = PGP_OPTIONS) -
             f"dicom-gw migrate failed ({hashed.returncode}): "
             f"{(hashed.stderr or hashed.stdout).strip()[-500:]}"
         )
-    psql(gateway, "VACUUM (ANALYZE) patients;")
+    gateway.psql("VACUUM (ANALYZE) patients;")
     return Population(counts[3], counts[1], counts[0], counts[2], time.monotonic() - started)
 
 
@@ -429,8 +394,7 @@ class Samples:
 
 
 def sample_values(gateway: Gateway, count: int = 400) -> Samples:
-    out = psql(
-        gateway,
+    out = gateway.psql(
         "SELECT 'p|' || pgp_sym_decrypt(patient_id_enc, :'phi') FROM patients"
         f" ORDER BY random() LIMIT {count};"
         f" SELECT 'a|' || accession_number FROM studies WHERE accession_number IS NOT NULL"

@@ -266,14 +266,17 @@ class ProcessMonitor:
         while not self._stop.wait(self.interval):
             self._sample()
 
+    def cpu_seconds(self) -> float:
+        """CPU of the tree from start until now (a fresh sample; the monitor keeps running)."""
+        self._sample()
+        return sum(self.last[pid] - self.first.get(pid, 0) for pid in self.last) / CLK_TCK
+
     def stop(self) -> Usage:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._sample()
-        cpu = sum(self.last[pid] - self.first.get(pid, 0) for pid in self.last) / CLK_TCK
         return Usage(
-            cpu_seconds=cpu,
+            cpu_seconds=self.cpu_seconds(),
             peak_tree_pss_mb=self.peak_tree_kb / 1024,
             peak_process_rss_mb=max(self.hwm_kb.values(), default=0) / 1024,
             processes=len(self.seen),
@@ -604,6 +607,38 @@ class Gateway(Server):
         """The URL of the private cluster `run` starts under its state dir (Unix socket only)."""
         socket_dir = quote(str(self.state_dir / "postgres" / "socket"), safe="")
         return f"postgresql+psycopg://postgres@/dicom_gw?host={socket_dir}&port=5432"
+
+    def psql(self, sql: str, variables: dict[str, str] | None = None) -> str:
+        """Run SQL against the private cluster (Unix socket, trust); unaligned output."""
+        binary = shutil.which("psql")
+        if binary is None:
+            raise BenchSystemError("psql not found (Debian's postgresql-client)")
+        socket_dir = str(self.state_dir / "postgres" / "socket")
+        argv = [binary, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", socket_dir]
+        argv += ["-p", "5432", "-U", "postgres", "-d", "dicom_gw"]
+        # Variables (the PHI key among them) go in on stdin, not on the command line (/proc).
+        preamble = "".join(f"\\set {key} '{value}'\n" for key, value in (variables or {}).items())
+        result = subprocess.run(
+            argv, input=preamble + sql, capture_output=True, text=True, timeout=3600, check=False
+        )
+        if result.returncode != 0:
+            raise BenchSystemError(f"psql failed: {result.stderr.strip()[-2000:]}")
+        return result.stdout
+
+    def wait_indexed(self, count: int, timeout: float) -> float:
+        """Wait until `count` instances are indexed; returns the wall-clock time (epoch s) then.
+
+        The gateway answers a C-STORE once the file and its ingest job are durable; indexing
+        (the instances row) follows in the ingest worker. Polled every 0.2 s.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            indexed = int(self.psql("SELECT count(*) FROM instances;").strip() or 0)
+            if indexed >= count:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise BenchSystemError(f"only {indexed}/{count} indexed after {timeout:.0f}s")
+            time.sleep(0.2)
 
     def phi_key_hex(self) -> str:
         """The PHI key `run` created (hex): the API benchmark encrypts its rows with it."""
