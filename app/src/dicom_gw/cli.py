@@ -194,6 +194,7 @@ def worker_ingest() -> None:
     """Index received files: claim ingest jobs, parse headers, upsert the index, route."""
     from dicom_gw.workers.ingest import IngestWorker
 
+    os.nice(_settings().ingest.nice)
     _run_worker("ingest", IngestWorker)
 
 

@@ -126,6 +126,9 @@ class DatabaseSettings(_Section):
 class IngestSettings(_Section):
     workers: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=32, ge=1, le=1000)
+    # Added to the ingest process's nice value: with the CPU saturated, answering the senders
+    # (the receivers) comes first and indexing catches up, as the files are already durable.
+    nice: int = Field(default=10, ge=0, le=19)
     lease_seconds: float = Field(default=60, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=100)
     poll_interval_seconds: float = Field(default=5, gt=0)
