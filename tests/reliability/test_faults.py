@@ -414,8 +414,9 @@ def test_enospc_mid_data_set_is_answered_out_of_resources(
             report("disk full: ENOSPC inside a data set", cases=1,
                    outcome=f"answered {_statuses(record.statuses())}", lost=0, duplicated=0)  # fmt: skip
             assert record.statuses() == {0xA700: 1}, _statuses(record.statuses())
+            # The partial receipt is gone (the receiver's empty spare files may remain).
             tmp_left = [p for p in (gw.storage / "tmp").rglob("*") if p.is_file()]
-            assert tmp_left == []  # the partial receipt is gone
+            assert [p for p in tmp_left if p.stat().st_size] == []
             assert gw.sql("SELECT count(*) FROM ingest_jobs") == [(0,)]
         finally:
             gw.stop_all()

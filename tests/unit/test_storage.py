@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dicom_gw.dicom import storage as storage_module
-from dicom_gw.dicom.storage import Storage
+from dicom_gw.dicom.storage import SpareReceipts, Storage
+from tests.support import wait_for
 
 
 def test_commit_moves_into_incoming_and_hashes_what_is_on_disk(tmp_path: Path) -> None:
@@ -97,3 +98,19 @@ def test_concurrent_renames_share_one_directory_fsync(tmp_path: Path, monkeypatc
     # The leader's sync covered its own rename; the five made while it ran share the second.
     assert synced_at == [1, 6]
     assert group.synced == 6
+
+
+def test_spare_receipts_are_empty_new_files_and_close_removes_the_unused(tmp_path: Path) -> None:
+    spares = SpareReceipts(tmp_path, stock=2).start()
+    taken = [spares.take() for _ in range(5)]  # more than the stock: the rest made on demand
+    try:
+        names = {file.name for file in taken}
+        assert len(names) == 5 and all(Path(name).parent == tmp_path for name in names)
+        assert all(Path(name).stat().st_size == 0 for name in names)
+        # Refilled: two in the stock and one made, waiting for room.
+        wait_for(lambda: len(list(tmp_path.iterdir())) == 8, what="the stock refilled")
+    finally:
+        for file in taken:
+            file.close()
+        spares.close()
+    assert {str(p) for p in tmp_path.iterdir()} == names  # the spares left are removed

@@ -36,7 +36,6 @@ import socketserver
 import ssl
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,7 +49,7 @@ from dicom_gw.config import Settings
 from dicom_gw.db.engine import conninfo
 from dicom_gw.dicom.acceptor import Association, StoreRequest, associate_rj
 from dicom_gw.dicom.policy import AssociationPolicy
-from dicom_gw.dicom.storage import Storage
+from dicom_gw.dicom.storage import SpareReceipts, Storage
 from dicom_gw.dicom.tls import server_context
 from dicom_gw.log import setup_logging
 from dicom_gw.queue import ReceivedFile, enqueue_received
@@ -92,6 +91,7 @@ class Receiver:
         self.settings = settings
         self.storage = storage
         self.pool = pool
+        self.spares = SpareReceipts(storage.tmp_dir)
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
@@ -125,9 +125,8 @@ class Receiver:
         return rejection.result, rejection.source, rejection.diagnostic
 
     def open_receipt(self, request: StoreRequest, meta: bytes) -> BinaryIO:
-        path = self.storage.tmp_dir / f"rx-{uuid.uuid4().hex}.dcm"
         try:
-            file = path.open("xb", buffering=1 << 20)
+            file = self.spares.take()
             file.write(meta)
         except OSError as exc:
             log.error("could not create the receipt file: %s", exc.strerror or exc)
@@ -288,6 +287,7 @@ def serve(settings: Settings, index: int = 0) -> None:
     )
     pool.open(wait=False)
     receiver = Receiver(settings, storage, pool)
+    receiver.spares.start()
 
     listeners: list[tuple[tuple[str, int], ssl.SSLContext | None]] = [
         ((settings.dicom.bind_address, settings.dicom.port), None)
@@ -322,5 +322,6 @@ def serve(settings: Settings, index: int = 0) -> None:
     deadline = time.monotonic() + settings.dicom.dimse_timeout_seconds
     while any(s.active for s in servers) and time.monotonic() < deadline:
         time.sleep(0.1)
+    receiver.spares.close()
     pool.close()
     log.info("receiver stopped")

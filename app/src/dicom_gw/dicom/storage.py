@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import os
+import queue
 import shutil
 import socket
 import threading
@@ -26,8 +28,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20
+RECEIPT_BUFFER = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -219,3 +225,71 @@ class Storage:
             probe = probe.parent  # not created yet: the file system it will live on
         usage = shutil.disk_usage(probe)
         return 100.0 * usage.used / usage.total if usage.total else 100.0
+
+
+class SpareReceipts:
+    """Empty receipt files in ``tmp/``, created ahead of need by a background thread.
+
+    Creating a file allocates an inode and updates the directory: 0.1-0.6 ms here, during
+    which a single association's sender waits, on every instance. Taken from this stock, the
+    file is ready when the C-STORE command arrives, and the next one is created while the sender
+    prepares its next request. A spare is an empty file in ``tmp/``: the receiver's start sweeps
+    what a crash left; ``close`` removes the rest.
+    """
+
+    def __init__(self, directory: Path, stock: int = 4) -> None:
+        self.directory = directory
+        self._ready: queue.Queue[BinaryIO] = queue.Queue(maxsize=stock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="spare-receipts", daemon=True)
+
+    def start(self) -> SpareReceipts:
+        self._thread.start()
+        return self
+
+    def create(self) -> BinaryIO:
+        path = self.directory / f"rx-{uuid.uuid4().hex}.dcm"
+        return path.open("xb", buffering=RECEIPT_BUFFER)
+
+    def take(self) -> BinaryIO:
+        """A new, empty receipt file open for writing (created now if the stock is empty)."""
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            return self.create()
+
+    def _fill(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                spare = self.create()
+            except OSError as exc:  # full or read-only disk: take() reports it per instance
+                log.warning("could not create a spare receipt file: %s", exc.strerror or exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            while not self._stop.is_set():
+                try:
+                    self._ready.put(spare, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            else:
+                _discard(spare)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        while True:
+            try:
+                _discard(self._ready.get_nowait())
+            except queue.Empty:
+                return
+
+
+def _discard(file: BinaryIO) -> None:
+    file.close()
+    with contextlib.suppress(OSError):
+        os.unlink(file.name)
