@@ -194,8 +194,20 @@ def worker_ingest() -> None:
     """Index received files: claim ingest jobs, parse headers, upsert the index, route."""
     from dicom_gw.workers.ingest import IngestWorker
 
-    os.nice(_settings().ingest.nice)
+    _lower_priority(_settings().ingest.nice)
     _run_worker("ingest", IngestWorker)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this process's nice value to ``nice``, unless its service manager already has.
+
+    The systemd units set ``Nice=`` themselves: their system call filter refuses setpriority.
+    """
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        log.warning("could not lower the CPU priority to nice %d: %s", nice, exc.strerror)
 
 
 @worker_app.command("forward")

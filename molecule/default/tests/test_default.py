@@ -69,6 +69,15 @@ def test_unit_active_and_enabled(host, unit):
     assert service.is_enabled
 
 
+@pytest.mark.parametrize("unit", ["dicom-gw-ingest@1.service", "dicom-gw-ingest@2.service"])
+def test_ingest_workers_run_below_the_receivers_cpu_priority(host, unit):
+    # Nice= in the unit ([ingest] nice): the sandbox's system call filter refuses setpriority.
+    pid = host.run("systemctl show -P MainPID %s", unit).stdout.strip()
+    assert host.run("ps -o ni= -p %s", pid).stdout.strip() == "10"
+    scp = host.run("systemctl show -P MainPID dicom-gw-scp.service").stdout.strip()
+    assert host.run("ps -o ni= -p %s", scp).stdout.strip() == "0"
+
+
 @pytest.mark.parametrize("unit", ENABLED_ONESHOTS)
 def test_oneshot_enabled_and_applied(host, unit):
     assert host.service(unit).is_enabled
