@@ -34,6 +34,19 @@ def http(
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def _nice_of(config: Path, command: str) -> int:
+    """The nice value of the process of this gateway whose command line holds ``command``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (proc / "stat").read_text()
+        except (OSError, NotADirectoryError):
+            continue
+        if str(config) in cmdline and command in cmdline:
+            return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of /proc/<pid>/stat
+    raise AssertionError(f"no process of this gateway runs {command!r}")
+
+
 def test_run_starts_the_whole_gateway() -> None:
     # Under a directory the postgres user can traverse, as a checkout under /work or /srv is.
     tmp_path = Path(tempfile.mkdtemp(prefix="dicomgw-run-"))
@@ -92,6 +105,9 @@ def test_run_starts_the_whole_gateway() -> None:
             return code == 200 and page["total"] == 1  # type: ignore[index]
 
         wait_for(indexed, timeout=60, what="the study in the API")
+        # Indexing yields the CPU to the receivers ([ingest] nice, 10 by default).
+        assert _nice_of(config, "worker ingest") == 10
+        assert _nice_of(config, "scp --receiver-index 0") == 0
         status, health = http("GET", f"{base}/api/v1/health", token=token)
         states = {c["name"]: c["status"] for c in health["components"]}  # type: ignore[index]
         assert states["database"] == states["migrations"] == states["storage"] == "ok"
