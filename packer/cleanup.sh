@@ -25,7 +25,9 @@ done
 rm -f /var/lib/dbus/machine-id
 rm -rf /var/lib/systemd/random-seed /var/lib/dhcp/* /var/lib/systemd/network/* 2>/dev/null || true
 find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
-find /var/log -type f -exec truncate -s 0 {} +
+# --no-create: without O_CREAT, fs.protected_regular (set by the hardening role) lets root
+# truncate files other users own in sticky directories such as /var/log/postgresql.
+find /var/log -type f -exec truncate --no-create -s 0 {} +
 # /var/tmp is a filesystem of its own: keep its lost+found.
 find /tmp /var/tmp -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
 # /tmp is a tmpfs since the hardening role mounted it: what the build left in the root
