@@ -102,7 +102,14 @@ class Gateway:
             },
             "storage": {"root": str(self.storage)},
             "database": {"url": self.db_url},
-            "ingest": {"poll_interval_seconds": 1, "lease_seconds": 3, "recovery_grace_seconds": 0},
+            # nice 0: on a loaded test machine a nice-10 worker can starve past a test's
+            # deadline; test_run and Molecule check the shipped default.
+            "ingest": {
+                "poll_interval_seconds": 1,
+                "lease_seconds": 3,
+                "recovery_grace_seconds": 0,
+                "nice": 0,
+            },
             "forward": {"poll_interval_seconds": 0.5, "lease_seconds": 3},
             "dbpool": {"flush_interval_seconds": 0.2},
             "security": {"phi_key_file": str(self.root / "secrets" / "phi.key")},
