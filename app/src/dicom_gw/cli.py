@@ -194,8 +194,11 @@ def worker_ingest() -> None:
     """Index received files: claim ingest jobs, parse headers, upsert the index, route."""
     from dicom_gw.workers.ingest import IngestWorker
 
-    _lower_priority(_settings().ingest.nice)
-    _run_worker("ingest", IngestWorker)
+    def build(settings: Settings) -> IngestWorker:
+        _lower_priority(settings.ingest.nice)  # after logging is set up, so a refusal is logged
+        return IngestWorker(settings)
+
+    _run_worker("ingest", build)
 
 
 def _lower_priority(nice: int) -> None:
