@@ -55,6 +55,9 @@ from dicom_gw.dicom.pdu import (
 
 log = logging.getLogger(__name__)
 
+# The PDU buffer's first size; it grows to the largest PDU a peer sends (at most what we offer).
+PDU_BUFFER_START = 64 * 1024
+
 __all__ = ["Association", "StoreRequest", "StoreTarget", "associate_rj"]
 
 
@@ -117,24 +120,36 @@ class Association:
         self.accepted: dict[int, tuple[str, str]] = {}
         self.calling_ae = ""
         self.request_called_ae = ""
-        self._buffer = bytearray()
+        self._header_view = memoryview(bytearray(6))
+        self._buffer = bytearray(PDU_BUFFER_START)
+        self._buffer_view = memoryview(self._buffer)
 
-    def _recv_exact(self, count: int) -> bytes:
-        chunks, remaining = [], count
-        while remaining:
-            chunk = self.sock.recv(min(remaining, 1 << 20))
-            if not chunk:
+    def _recv_into(self, view: memoryview) -> None:
+        filled = 0
+        while filled < len(view):
+            count = self.sock.recv_into(view[filled:])
+            if not count:
                 raise ConnectionError("peer closed the connection")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            filled += count
 
-    def _readpdu(self, limit: int) -> tuple[int, bytes]:
-        header = self._recv_exact(6)
-        pdu_type, _, length = struct.unpack(">BBL", header)
+    def _readpdu(self, limit: int) -> tuple[int, memoryview]:
+        """The next PDU's type and body, read into this association's buffer.
+
+        The body is a view of a buffer the next read overwrites: a P-DATA-TF's fragments go to
+        their file (or are copied) before that. Reading into one buffer, grown to the largest PDU
+        seen, spares a copy of every data set byte (a list of received chunks joined into bytes).
+        """
+        header = self._header_view
+        self._recv_into(header)
+        pdu_type, _, length = struct.unpack_from(">BBL", header)
         if length > limit:
             raise ProtocolError(f"PDU of {length} bytes exceeds the {limit} offered")
-        return pdu_type, self._recv_exact(length)
+        if length > len(self._buffer):
+            self._buffer = bytearray(length)
+            self._buffer_view = memoryview(self._buffer)
+        body = self._buffer_view[:length]
+        self._recv_into(body)
+        return pdu_type, body
 
     def serve(self) -> None:
         message: _Message | None = None
@@ -142,7 +157,7 @@ class Association:
             pdu_type, body = self._readpdu(MAX_ASSOCIATE_RQ)
             if pdu_type != ASSOCIATE_RQ:
                 raise ProtocolError("expected A-ASSOCIATE-RQ")
-            if not self._associate(body):
+            if not self._associate(bytes(body)):
                 return
             while True:
                 pdu_type, body = self._readpdu(MAX_PDU_LENGTH + 6)
@@ -196,9 +211,9 @@ class Association:
         self.sock.sendall(build_associate_ac(request, body, results))
         return True
 
-    def _p_data(self, body: bytes, message: _Message | None) -> _Message | None:
+    def _p_data(self, body: memoryview, message: _Message | None) -> _Message | None:
         offset = 0
-        view = memoryview(body)
+        view = body
         while offset < len(body):
             if offset + 6 > len(body):
                 raise ProtocolError("truncated PDV item")

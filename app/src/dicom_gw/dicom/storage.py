@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
-RECEIPT_BUFFER = 1 << 20
+# Small PDVs (16 KB from many senders) are gathered into one write; a larger one (dcmtk sends
+# PDUs as large as we offer, 1 MB) is written straight from the PDU buffer, not copied in first.
+RECEIPT_BUFFER = 64 * 1024
 
 log = logging.getLogger(__name__)
 
