@@ -28,7 +28,7 @@ packages=(
   postgresql-15 postgresql-contrib python3-psycopg2 ssl-cert nginx openssl nftables auditd certbot
   audispd-plugins python3-venv python3-packaging
   # hardening, LUKS and first boot
-  apparmor apparmor-utils chrony cron libpam-pwquality unattended-upgrades apt-listchanges
+  apparmor apparmor-utils chrony cron libpam-pwquality cracklib-runtime unattended-upgrades apt-listchanges
   acct sysstat debsums libpam-tmpdir
   cryptsetup cryptsetup-bin e2fsprogs
   # scanners run by make image-test
@@ -36,7 +36,10 @@ packages=(
 )
 rootfs="$work/root"
 mkdir -p "$rootfs"
-mmdebstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
+# --skip=cleanup/apt/lists: keep the package lists. The roles refresh them only when older than an
+# hour, and a fresh base disk's empty list directory looks fresh: every package not installed here
+# would be "not available" (cleanup.sh removes the lists from the finished image).
+mmdebstrap --variant=minbase --skip=cleanup/apt/lists --include="$(IFS=,; echo "${packages[*]}")" \
   --customize-hook='echo dicom-gw > "$1/etc/hostname"' \
   --customize-hook='printf "127.0.0.1 localhost\n127.0.1.1 dicom-gw\n::1 localhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
   --customize-hook='printf "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/80-dhcp.network"' \
