@@ -90,6 +90,14 @@ class StoreTarget(Protocol):
 
     def abandon_receipt(self, file: BinaryIO) -> None: ...
 
+    def receipt_write_failed(self, file: BinaryIO, error: OSError) -> BinaryIO:
+        """A write failed (disk full, I/O error): drop the file, return where the rest drains.
+
+        The rest of the data set must still be read off the wire so that the C-STORE can be
+        answered (0xA700, the sender retries later) and the association go on.
+        """
+        ...
+
 
 # -- one association -------------------------------------------------------------------------
 
@@ -238,7 +246,10 @@ class Association:
             else:  # data set fragment
                 if message.elements is None or message.file is None or message.request is None:
                     raise ProtocolError("data set fragment without a C-STORE command")
-                message.file.write(fragment)
+                try:
+                    message.file.write(fragment)
+                except OSError as exc:
+                    message.file = self.target.receipt_write_failed(message.file, exc)
                 message.digest.update(fragment)
                 message.size += len(fragment)
                 if control & 0x02:

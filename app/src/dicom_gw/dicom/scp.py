@@ -135,9 +135,15 @@ class Receiver:
 
     def abandon_receipt(self, file: BinaryIO) -> None:
         """An association ended mid-data set: nothing was acknowledged, nothing is kept."""
-        file.close()
+        with contextlib.suppress(OSError):  # closing flushes; on a full disk that fails too
+            file.close()
         if file.name:
             Path(file.name).unlink(missing_ok=True)
+
+    def receipt_write_failed(self, file: BinaryIO, error: OSError) -> BinaryIO:
+        log.error("could not write the receipt file: %s", error.strerror or error)
+        self.abandon_receipt(file)
+        return _FailedReceipt(error.strerror or str(error))  # type: ignore[return-value]
 
     def finish_receipt(self, request: StoreRequest, file: BinaryIO, sha256: str, size: int) -> int:
         started = time.perf_counter()
