@@ -46,3 +46,28 @@ image-test: image-deps ## boot the image in qemu and verify it (services, audit,
 
 image-clean:
 	rm -rf $(IMAGE_OUTPUT_DIR) $(IMAGE_BUILD_DIR)
+
+# make test-with-image: every apt install first (one dpkg at a time), then `make image` in its own
+# session in the background while make test runs in the foreground; a failed make test stops the
+# build. The build's log is kept in var/ and its task timing printed. The second, idempotence run
+# of the playbook is off here (it would add about 17 minutes): `make image` runs it by default.
+TEST_IMAGE_IDEMPOTENCE ?= off
+TEST_IMAGE_LOG ?= $(IMAGE_ROOT)/var/image-build.log
+
+.PHONY: test-beside-image
+test-beside-image:
+	$(MAKE) --no-print-directory system-deps browser-deps frontend-node ansible-deps image-deps
+	@mkdir -p $(dir $(TEST_IMAGE_LOG)); rm -f $(TEST_IMAGE_LOG).rc; \
+	setsid bash -c '$(MAKE) --no-print-directory image IMAGE_IDEMPOTENCE=$(TEST_IMAGE_IDEMPOTENCE) \
+	  >$(TEST_IMAGE_LOG) 2>&1; echo $$? >$(TEST_IMAGE_LOG).rc' & build=$$!; \
+	echo "== make image runs beside make test (session $$build, log $(TEST_IMAGE_LOG))"; \
+	if ! $(MAKE) --no-print-directory test; then \
+	  echo "== make test failed: stopping the image build"; kill -TERM -- -$$build 2>/dev/null; \
+	  wait $$build; exit 1; \
+	fi; \
+	echo "== make test passed; waiting for make image"; wait $$build; \
+	rc=$$(cat $(TEST_IMAGE_LOG).rc 2>/dev/null || echo 1); \
+	grep -E 'packer build took|PLAY RECAP' -A1 $(TEST_IMAGE_LOG); \
+	sed -n '/TASKS RECAP/,/^==>/p' $(TEST_IMAGE_LOG) | head -25; \
+	if [ "$$rc" != 0 ]; then echo "== make image failed ($$rc); the end of its log:"; tail -80 $(TEST_IMAGE_LOG); exit 1; fi
+	$(MAKE) --no-print-directory image-test
