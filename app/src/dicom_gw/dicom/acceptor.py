@@ -128,9 +128,8 @@ class Association:
         self.accepted: dict[int, tuple[str, str]] = {}
         self.calling_ae = ""
         self.request_called_ae = ""
-        self._header_view = memoryview(bytearray(6))
-        self._buffer = bytearray(PDU_BUFFER_START)
-        self._buffer_view = memoryview(self._buffer)
+        self._header = memoryview(bytearray(6))
+        self._buffer = memoryview(bytearray(PDU_BUFFER_START))
 
     def _recv_into(self, view: memoryview) -> None:
         filled = 0
@@ -147,15 +146,14 @@ class Association:
         their file (or are copied) before that. Reading into one buffer, grown to the largest PDU
         seen, spares a copy of every data set byte (a list of received chunks joined into bytes).
         """
-        header = self._header_view
+        header = self._header
         self._recv_into(header)
         pdu_type, _, length = struct.unpack_from(">BBL", header)
         if length > limit:
             raise ProtocolError(f"PDU of {length} bytes exceeds the {limit} offered")
         if length > len(self._buffer):
-            self._buffer = bytearray(length)
-            self._buffer_view = memoryview(self._buffer)
-        body = self._buffer_view[:length]
+            self._buffer = memoryview(bytearray(length))
+        body = self._buffer[:length]
         self._recv_into(body)
         return pdu_type, body
 
@@ -221,7 +219,6 @@ class Association:
 
     def _p_data(self, body: memoryview, message: _Message | None) -> _Message | None:
         offset = 0
-        view = body
         while offset < len(body):
             if offset + 6 > len(body):
                 raise ProtocolError("truncated PDV item")
@@ -229,7 +226,7 @@ class Association:
             if length < 2 or offset + 4 + length > len(body):
                 raise ProtocolError("PDV length out of bounds")
             context_id, control = body[offset + 4], body[offset + 5]
-            fragment = view[offset + 6 : offset + 4 + length]
+            fragment = body[offset + 6 : offset + 4 + length]
             offset += 4 + length
             if context_id not in self.accepted:
                 raise ProtocolError(f"PDV on presentation context {context_id}, not accepted")
