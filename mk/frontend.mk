@@ -2,7 +2,8 @@
 # this file, so it works from any clone (as root, on Debian 12).
 #
 #   make frontend-deps    Node.js and npm (Debian's, only when `node` is missing) + npm ci
-#   make frontend-build   vite build → frontend/dist/ (served at / by nginx or the API)
+#   make frontend-build   vite build → frontend/dist/ (served at / by nginx or the API), only when
+#                         a source changed
 #   make frontend-test    Vitest unit tests (stores and components, happy-dom)
 
 FRONTEND_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
@@ -31,8 +32,16 @@ $(FRONTEND_STAMP): $(FRONTEND_DIR)/package.json $(FRONTEND_DIR)/package-lock.jso
 
 frontend-deps: $(FRONTEND_STAMP) ## Node.js + npm ci in frontend/
 
-frontend-build: frontend-deps ## build the web UI into frontend/dist/
+# A file target, not a rebuild each time: the image build (make test runs it beside the suite)
+# ships frontend/dist while the suite's end-to-end tests need it too, and a rebuild under a
+# running build would empty the directory and change every file's time.
+FRONTEND_SOURCES := $(shell find $(FRONTEND_DIR)/src $(FRONTEND_DIR)/public -type f 2>/dev/null) \
+	$(wildcard $(FRONTEND_DIR)/index.html $(FRONTEND_DIR)/vite.config.js)
+$(FRONTEND_DIR)/dist/index.html: $(FRONTEND_STAMP) $(FRONTEND_SOURCES)
 	cd $(FRONTEND_DIR) && npm run build
+	touch $@
+
+frontend-build: $(FRONTEND_DIR)/dist/index.html ## build the web UI into frontend/dist/ (when a source changed)
 
 frontend-test: frontend-deps ## web UI unit tests (Vitest)
 	cd $(FRONTEND_DIR) && npm test

@@ -28,7 +28,7 @@ $(IMAGE_BUILD_DIR)/base.qcow2: $(IMAGE_ROOT)/packer/build-base-disk.sh
 
 image-base: image-deps $(IMAGE_BUILD_DIR)/base.qcow2 ## the Debian 12 base disk for Packer
 
-image: image-base ansible-deps ## build the appliance VM image (qcow2 + vmdk + SHA256SUMS)
+image: image-base ansible-deps frontend-build ## build the appliance VM image (qcow2 + vmdk + SHA256SUMS)
 	rm -rf $(IMAGE_OUTPUT_DIR) $(IMAGE_BUILD_DIR)/idempotence.log $(IMAGE_BUILD_DIR)/idempotence.log.verdict
 	@t0=$$(date +%s); cd $(IMAGE_ROOT) && PATH=$(ANSIBLE_BIN):$$PATH CHECKPOINT_DISABLE=1 \
 	  PACKER_LOG=$${PACKER_LOG:-0} packer build -color=false -var build_dir=$(IMAGE_BUILD_DIR) \
@@ -49,7 +49,8 @@ image-test: image-deps ## boot the image in qemu and verify it (services, audit,
 image-clean:
 	rm -rf $(IMAGE_OUTPUT_DIR) $(IMAGE_BUILD_DIR)
 
-# make test (CI): every apt install first (one dpkg at a time), then `make image` in its own
+# make test (CI): every apt install first (one dpkg at a time) and the web UI built (the image
+# ships it, the suite tests it; built once, before both start), then `make image` in its own
 # session in the background while make test-suite runs in the foreground; a failed suite stops
 # the build. The build's log is kept in var/ and its task timing printed; then make image-test.
 # The build's second, idempotence run of the playbook is strict here too: with Mitogen it costs
@@ -59,7 +60,7 @@ TEST_IMAGE_LOG ?= $(IMAGE_ROOT)/var/image-build.log
 
 .PHONY: test-beside-image
 test-beside-image:
-	$(MAKE) --no-print-directory system-deps browser-deps frontend-node ansible-deps image-deps
+	$(MAKE) --no-print-directory system-deps browser-deps frontend-build ansible-deps image-deps
 	@mkdir -p $(dir $(TEST_IMAGE_LOG)); rm -f $(TEST_IMAGE_LOG).rc; \
 	setsid bash -c '$(MAKE) --no-print-directory image IMAGE_IDEMPOTENCE=$(TEST_IMAGE_IDEMPOTENCE) \
 	  >$(TEST_IMAGE_LOG) 2>&1; echo $$? >$(TEST_IMAGE_LOG).rc' & build=$$!; \
