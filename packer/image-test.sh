@@ -42,6 +42,7 @@ touch "$WORK/keep"
 # reach its target on this appliance by design (docs/compliance.md); the checks above catch any
 # new failing rule.
 SCORE_TARGETS=${SCORE_TARGETS:-report}
+SCANNERS=${SCANNERS:-run}  # skip: leave OpenSCAP and Lynis out (a quicker run while working on the image)
 BELOW=0
 score() {  # score NAME VALUE TARGET UNIT
   if [ -n "$2" ] && awk -v p="$2" -v t="$3" 'BEGIN {exit !(p + 0 >= t + 0)}'; then
@@ -204,38 +205,42 @@ fi
 # closest is the Debian 11 datastream's "standard" profile; its platform check (the CPE
 # /etc/debian_version =~ ^11) marks every rule "not applicable" on Debian 12, so a copy with
 # that one pattern widened to 12 is evaluated. The rules and their checks are unchanged.
-t0=$SECONDS
-root 'ds=/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml; test -f $ds || { echo "OpenSCAP: no ssg-debian content"; exit 0; }
-  mkdir -p /root/scan && sed "s/\^11\.\[0-9\]+\\$/^1[12].[0-9]+\$/" $ds > /root/scan/ds.xml
-  oscap xccdf eval --profile xccdf_org.ssgproject.content_profile_standard --results /root/scan/results.xml \
-    /root/scan/ds.xml > /root/scan/oscap.txt 2>/root/scan/oscap.err
-  awk "/^Rule/ {r=\$2} /^Result/ {n[\$2]++; if (\$2 == \"fail\" || \$2 == \"error\") f[r]=\$2}
-    END {a = n[\"pass\"] + n[\"fail\"] + n[\"error\"]
-         printf \"OpenSCAP (ssg-debian11 standard profile on Debian 12): %d of %d applicable rules pass (%.1f%%); fail %d, error %d, notapplicable %d, notchecked %d\n\",
-           n[\"pass\"], a, a ? 100 * n[\"pass\"] / a : 0, n[\"fail\"], n[\"error\"], n[\"notapplicable\"], n[\"notchecked\"]
-         for (x in f) printf \"  %s: %s\n\", f[x], x}" /root/scan/oscap.txt' | tee "$WORK/oscap.txt"
-echo "      (OpenSCAP took $((SECONDS - t0)) s)"
-oscap_pct=$(sed -n 's/^OpenSCAP .*rules pass (\([0-9.]*\)%).*/\1/p' "$WORK/oscap.txt")
-# Every failing rule must be one of the documented exceptions (packer/oscap-exceptions.txt, each
-# explained in docs/compliance.md): a new failure is a regression of the image's hardening.
-undocumented() {
-  [ -n "$oscap_pct" ] || { echo "no OpenSCAP result"; return 1; }
-  local rules; rules=$(sed -n 's/^  \(fail\|error\): xccdf_org\.ssgproject\.content_rule_//p' "$WORK/oscap.txt" \
-    | grep -vxF -f <(grep -v '^#' "$(dirname "$0")/oscap-exceptions.txt") || true)
-  [ -z "$rules" ] || { echo "failing, not in oscap-exceptions.txt: $rules"; return 1; }
-}
-check "OpenSCAP: no failing rule beyond the documented exceptions (${oscap_pct:-no result} % pass)" undocumented
-score "OpenSCAP pass rate" "${oscap_pct:-}" "$OSCAP_TARGET" "%"
-t0=$SECONDS
-root 'command -v lynis >/dev/null || { echo "Lynis: not installed"; exit 0; }
-  lynis audit system --quick --no-colors --logfile /root/scan/lynis.log --report-file /root/scan/lynis-report.dat > /root/scan/lynis.txt 2>&1
-  echo "Lynis: hardening index $(sed -n "s/^hardening_index=//p" /root/scan/lynis-report.dat) ($(sed -n "s/^lynis_tests_done=//p" /root/scan/lynis-report.dat) tests)"
-  sed -n "s/^warning\[\]=/  warning: /p; s/^suggestion\[\]=/  suggestion: /p" /root/scan/lynis-report.dat' | tee "$WORK/lynis.txt"
-echo "      (Lynis took $((SECONDS - t0)) s)"
-lynis_index=$(sed -n 's/^Lynis: hardening index \([0-9]*\) .*/\1/p' "$WORK/lynis.txt")
-check "Lynis: a hardening index was reported (${lynis_index:-no result})" test -n "${lynis_index:-}"
-score "Lynis hardening index" "${lynis_index:-}" "$LYNIS_TARGET" ""
-if [ -n "${SCAN_OUT:-}" ]; then mkdir -p "$SCAN_OUT" && cp "$WORK/oscap.txt" "$WORK/lynis.txt" "$SCAN_OUT/"; fi
+if [ "$SCANNERS" = skip ]; then
+  echo "SKIP  OpenSCAP and Lynis (SCANNERS=skip)"
+else
+  t0=$SECONDS
+  root 'ds=/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml; test -f $ds || { echo "OpenSCAP: no ssg-debian content"; exit 0; }
+    mkdir -p /root/scan && sed "s/\^11\.\[0-9\]+\\$/^1[12].[0-9]+\$/" $ds > /root/scan/ds.xml
+    oscap xccdf eval --profile xccdf_org.ssgproject.content_profile_standard --results /root/scan/results.xml \
+      /root/scan/ds.xml > /root/scan/oscap.txt 2>/root/scan/oscap.err
+    awk "/^Rule/ {r=\$2} /^Result/ {n[\$2]++; if (\$2 == \"fail\" || \$2 == \"error\") f[r]=\$2}
+      END {a = n[\"pass\"] + n[\"fail\"] + n[\"error\"]
+           printf \"OpenSCAP (ssg-debian11 standard profile on Debian 12): %d of %d applicable rules pass (%.1f%%); fail %d, error %d, notapplicable %d, notchecked %d\n\",
+             n[\"pass\"], a, a ? 100 * n[\"pass\"] / a : 0, n[\"fail\"], n[\"error\"], n[\"notapplicable\"], n[\"notchecked\"]
+           for (x in f) printf \"  %s: %s\n\", f[x], x}" /root/scan/oscap.txt' | tee "$WORK/oscap.txt"
+  echo "      (OpenSCAP took $((SECONDS - t0)) s)"
+  oscap_pct=$(sed -n 's/^OpenSCAP .*rules pass (\([0-9.]*\)%).*/\1/p' "$WORK/oscap.txt")
+  # Every failing rule must be one of the documented exceptions (packer/oscap-exceptions.txt, each
+  # explained in docs/compliance.md): a new failure is a regression of the image's hardening.
+  undocumented() {
+    [ -n "$oscap_pct" ] || { echo "no OpenSCAP result"; return 1; }
+    local rules; rules=$(sed -n 's/^  \(fail\|error\): xccdf_org\.ssgproject\.content_rule_//p' "$WORK/oscap.txt" \
+      | grep -vxF -f <(grep -v '^#' "$(dirname "$0")/oscap-exceptions.txt") || true)
+    [ -z "$rules" ] || { echo "failing, not in oscap-exceptions.txt: $rules"; return 1; }
+  }
+  check "OpenSCAP: no failing rule beyond the documented exceptions (${oscap_pct:-no result} % pass)" undocumented
+  score "OpenSCAP pass rate" "${oscap_pct:-}" "$OSCAP_TARGET" "%"
+  t0=$SECONDS
+  root 'command -v lynis >/dev/null || { echo "Lynis: not installed"; exit 0; }
+    lynis audit system --quick --no-colors --logfile /root/scan/lynis.log --report-file /root/scan/lynis-report.dat > /root/scan/lynis.txt 2>&1
+    echo "Lynis: hardening index $(sed -n "s/^hardening_index=//p" /root/scan/lynis-report.dat) ($(sed -n "s/^lynis_tests_done=//p" /root/scan/lynis-report.dat) tests)"
+    sed -n "s/^warning\[\]=/  warning: /p; s/^suggestion\[\]=/  suggestion: /p" /root/scan/lynis-report.dat' | tee "$WORK/lynis.txt"
+  echo "      (Lynis took $((SECONDS - t0)) s)"
+  lynis_index=$(sed -n 's/^Lynis: hardening index \([0-9]*\) .*/\1/p' "$WORK/lynis.txt")
+  check "Lynis: a hardening index was reported (${lynis_index:-no result})" test -n "${lynis_index:-}"
+  score "Lynis hardening index" "${lynis_index:-}" "$LYNIS_TARGET" ""
+  if [ -n "${SCAN_OUT:-}" ]; then mkdir -p "$SCAN_OUT" && cp "$WORK/oscap.txt" "$WORK/lynis.txt" "$SCAN_OUT/"; fi
+fi
 
 # --- Reboot: the volume opens from crypttab again, data intact --------------------------------
 before=$(secrets_fingerprint)
