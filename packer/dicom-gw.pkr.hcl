@@ -56,6 +56,16 @@ locals {
   # Mitogen: one Python interpreter in the VM for the whole run instead of an SSH session, sudo
   # and a module import per task, which under TCG cost more than most tasks' work.
   ansible_strategy = var.mitogen_strategy_plugins == "" ? "linear" : "mitogen_linear"
+  # The environment of both runs of the playbook (the idempotence run adds its own two).
+  ansible_env = [
+    "ANSIBLE_CONFIG=${path.root}/../ansible.cfg",
+    "ANSIBLE_ROLES_PATH=${path.root}/../roles",
+    "ANSIBLE_HOST_KEY_CHECKING=False",
+    "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=30",
+    "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
+    "ANSIBLE_STRATEGY_PLUGINS=${var.mitogen_strategy_plugins}",
+    "ANSIBLE_STRATEGY=${local.ansible_strategy}",
+  ]
 }
 
 source "qemu" "dicom-gw" {
@@ -112,15 +122,7 @@ build {
     host_alias          = "dicom-gw-image"
     groups              = ["dicom_gw_database", "dicom_gw_gateway", "dicom_gw_proxy"]
     extra_arguments     = ["--become", "--diff"]
-    ansible_env_vars = [
-      "ANSIBLE_CONFIG=${path.root}/../ansible.cfg",
-      "ANSIBLE_ROLES_PATH=${path.root}/../roles",
-      "ANSIBLE_HOST_KEY_CHECKING=False",
-      "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=30",
-      "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
-      "ANSIBLE_STRATEGY_PLUGINS=${var.mitogen_strategy_plugins}",
-      "ANSIBLE_STRATEGY=${local.ansible_strategy}",
-    ]
+    ansible_env_vars    = local.ansible_env
   }
 
   # Idempotence: the same playbook again against the same VM must report no change
@@ -134,17 +136,10 @@ build {
     host_alias          = "dicom-gw-image"
     groups              = ["dicom_gw_database", "dicom_gw_gateway", "dicom_gw_proxy"]
     extra_arguments     = ["--become", "--diff"]
-    ansible_env_vars = [
-      "ANSIBLE_CONFIG=${path.root}/../ansible.cfg",
-      "ANSIBLE_ROLES_PATH=${path.root}/../roles",
-      "ANSIBLE_HOST_KEY_CHECKING=False",
-      "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=30",
-      "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
-      "ANSIBLE_STRATEGY_PLUGINS=${var.mitogen_strategy_plugins}",
-      "ANSIBLE_STRATEGY=${local.ansible_strategy}",
+    ansible_env_vars = concat(local.ansible_env, [
       "DICOM_GW_IDEMPOTENCE=${var.idempotence}",
       "IDEMPOTENCE_LOG=${var.build_dir}/idempotence.log",
-    ]
+    ])
   }
 
   provisioner "shell" {
